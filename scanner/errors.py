@@ -1,0 +1,29 @@
+"""Errors the user can act on.
+
+Raised anywhere in dfscan and caught at the CLI edge, where they become one red line, an
+optional hint and a non-zero exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DfscanError(Exception):
+    """A problem with the user's input or environment, not a bug in dfscan."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class DataError(DfscanError):
+    """The dataset folder or an image in it cannot be used."""
+
+
+class ModelError(DfscanError):
+    """A model, checkpoint or weights file cannot be used."""

@@ -1,0 +1,164 @@
+"""Host-side preprocessing: the one definition of image geometry used by training and scanning.
+
+Decode → EXIF orientation → RGB → crop or resize to the model's square input. Only geometry
+happens here (numpy/Pillow, no torch); the arithmetic (uint8 → float, mean/std, FFT) lives in
+the model's frontend so eager, TorchScript and ONNX compute the same thing.
+
+Why crop is the default: resampling is a low-pass filter that erases the high-frequency traces
+generators leave, so ``crop`` keeps native pixels. Images smaller than the crop are padded by
+mirroring (``symmetric``) rather than upscaled: mirroring invents no interpolated pixels, so it
+adds no resampling traces of its own.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from dfscan.scanner.errors import DataError
+
+Mode = Literal["crop", "resize"]
+MODES: tuple[Mode, ...] = ("crop", "resize")
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as browsers do
+
+ImageSource = str | Path | BinaryIO | bytes | Image.Image
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image becomes the model's ``size``×``size`` RGB input; travels with the model."""
+
+    size: int = 224
+    mode: Mode = "crop"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise DataError(f"unknown preprocessing mode {self.mode!r}; use one of {MODES}")
+        if self.size < 8:
+            raise DataError(f"input size {self.size} is too small (minimum 8)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        return cls(size=int(data["size"]), mode=data["mode"])
+
+
+def has_image_extension(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_rgb(source: ImageSource) -> Image.Image:
+    """Decode the first frame, apply EXIF orientation and convert to 8-bit RGB.
+
+    Raises ``DataError`` for anything that is not a decodable image (including Pillow's
+    decompression-bomb error, which stays enabled).
+    """
+    if isinstance(source, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as im:
+            im.seek(0)  # animated GIF/WebP: the first frame
+            im.load()
+            return to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"refused, possible decompression bomb: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DataError(f"not a readable image: {exc}") from exc
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB: 16-bit scaled, alpha composited on white, CMYK converted."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float64)
+        peak = 65535.0 if im.mode != "I" or arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        grey = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if (im.mode == "P" and "transparency" in im.info) or im.mode in ("RGBA", "LA", "PA", "RGBa"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _pad_to(arr: np.ndarray, side: int) -> np.ndarray:
+    """Mirror-pad an HWC array so both sides are at least ``side`` (centred)."""
+    h, w = arr.shape[:2]
+    dh, dw = max(side - h, 0), max(side - w, 0)
+    if not dh and not dw:
+        return arr
+    pads = ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0))
+    return np.pad(arr, pads, mode="symmetric")
+
+
+def _offset(extent: int, side: int, rng: np.random.Generator | None) -> int:
+    slack = extent - side
+    if slack <= 0:
+        return 0
+    return int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+
+
+def square_region(
+    img: Image.Image, side: int, mode: Mode, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """A ``side``×``side`` uint8 RGB array: centred, or at a random place when ``rng`` is given."""
+    if mode == "resize":
+        w, h = img.size
+        scale = side / min(w, h)
+        new = (max(side, round(w * scale)), max(side, round(h * scale)))
+        if new != (w, h):
+            img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    arr = _pad_to(np.asarray(img), side)
+    h, w = arr.shape[:2]
+    top, left = _offset(h, side, rng), _offset(w, side, rng)
+    return np.ascontiguousarray(arr[top : top + side, left : left + side])
+
+
+def prepare(
+    img: Image.Image, cfg: PreprocessConfig, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """The model input for one RGB image: (size, size, 3) uint8, HWC."""
+    return square_region(img, cfg.size, cfg.mode, rng)
+
+
+def four_patches(
+    img: Image.Image, cfg: PreprocessConfig, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """The seed's 4-patch split: a 2·size square region cut into its four quadrants.
+
+    Returns (4, size, size, 3) uint8. In ``crop`` mode the region is native pixels (padded by
+    mirroring when the image is smaller), so each patch is a full-resolution view.
+    """
+    s = cfg.size
+    region = square_region(img, 2 * s, cfg.mode, rng)
+    return np.stack(
+        [region[:s, :s], region[:s, s:], region[s:, :s], region[s:, s:]],
+    )
+
+
+def load_image(
+    source: ImageSource, cfg: PreprocessConfig, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Decode and prepare in one call: what the scanner feeds the model."""
+    return prepare(open_rgb(source), cfg, rng)
+
+
+def to_chw_batch(images: list[np.ndarray]) -> np.ndarray:
+    """Stack HWC uint8 arrays into the NCHW uint8 batch the models take."""
+    return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))

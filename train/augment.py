@@ -1,0 +1,101 @@
+"""Training-time augmentation on HWC uint8 crops (after the shared geometry).
+
+Defaults keep what is harmless to generator traces and add robustness:
+
+- flips (on): mirror the spectrum, invent no pixels.
+- blur σ∈[0, 3] and JPEG quality∈[30, 100], each with probability 0.1 (CNNDetection's
+  robustness recipe): scanned images are often re-compressed or resized.
+- RandomAffine(shear=10, scale 0.8-1.2) and the 4-patch split are the seed's, off by default:
+  affine resampling low-passes the very high-frequency traces the FFT model looks for, and
+  4-patch in crop mode needs 2× larger images. Both are one flag away.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: bool = True
+    vflip: bool = True
+    affine: bool = False
+    four_patch: bool = False
+    blur_prob: float = 0.1
+    jpeg_prob: float = 0.1
+    blur_sigma: tuple[float, float] = (0.0, 3.0)
+    jpeg_quality: tuple[int, int] = (30, 100)
+    shear: float = 10.0
+    scale: tuple[float, float] = (0.8, 1.2)
+
+    @classmethod
+    def off(cls) -> AugmentConfig:
+        return cls(
+            hflip=False, vflip=False, affine=False, four_patch=False, blur_prob=0.0, jpeg_prob=0.0
+        )
+
+    def with_changes(self, **changes: Any) -> AugmentConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=sigma)))
+
+
+def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def random_affine(
+    img: np.ndarray, rng: np.random.Generator, shear: float, scale: tuple[float, float]
+) -> np.ndarray:
+    """torchvision's RandomAffine(degrees=0, shear=shear, scale=scale) on one HWC image."""
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as tvf
+
+    s = float(rng.uniform(*scale))
+    sx = float(rng.uniform(-shear, shear))
+    chw = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    out = tvf.affine(
+        chw,
+        angle=0.0,
+        translate=[0, 0],
+        scale=s,
+        shear=[sx, 0.0],
+        interpolation=InterpolationMode.BILINEAR,
+    )
+    return out.permute(1, 2, 0).numpy()
+
+
+def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """One random augmentation of an HWC uint8 image; shape and dtype are kept."""
+    if cfg.blur_prob and rng.random() < cfg.blur_prob:
+        img = gaussian_blur(img, float(rng.uniform(*cfg.blur_sigma)))
+    if cfg.jpeg_prob and rng.random() < cfg.jpeg_prob:
+        img = jpeg_roundtrip(img, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+    if cfg.hflip and rng.random() < 0.5:
+        img = img[:, ::-1]
+    if cfg.vflip and rng.random() < 0.5:
+        img = img[::-1]
+    if cfg.affine:
+        img = random_affine(img, rng, cfg.shear, cfg.scale)
+    return np.ascontiguousarray(img)

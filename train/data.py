@@ -1,0 +1,86 @@
+"""The training Dataset: shared host preprocessing + augmentation → uint8 NCHW tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dfscan.scanner.errors import DataError
+from dfscan.scanner.preprocess import PreprocessConfig, four_patches, open_rgb, prepare
+from dfscan.train.augment import AugmentConfig, augment
+from dfscan.train.dataset_folder import Sample
+
+Batch = dict[str, torch.Tensor]
+
+
+class ImageDataset(Dataset):
+    """One item per source image: 1 view, or 4 with the 4-patch split.
+
+    Random choices (crop position, augmentation) come from a generator seeded by
+    (seed, epoch, index), so runs are reproducible whatever the number of workers. A file that
+    fails to decode yields zero views and is counted in the batch's ``skipped``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        samples: Sequence[Sample],
+        preprocess: PreprocessConfig,
+        augmentation: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.root = root
+        self.samples = list(samples)
+        self.preprocess = preprocess
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def views_per_item(self) -> int:
+        return 4 if self.augmentation is not None and self.augmentation.four_patch else 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Batch:
+        sample = self.samples[index]
+        size = self.preprocess.size
+        try:
+            img = open_rgb(self.root / sample.path)
+        except DataError:
+            empty = torch.empty((0, 3, size, size), dtype=torch.uint8)
+            return {
+                "x": empty,
+                "y": torch.empty(0, dtype=torch.long),
+                "index": torch.empty(0, dtype=torch.long),
+                "skipped": torch.tensor([index]),
+            }
+        aug = self.augmentation
+        rng = np.random.default_rng((self.seed, self.epoch, index)) if aug is not None else None
+        if aug is not None and aug.four_patch:
+            views = list(four_patches(img, self.preprocess, rng))
+        else:
+            views = [prepare(img, self.preprocess, rng)]
+        if aug is not None and rng is not None:
+            views = [augment(v, aug, rng) for v in views]
+        x = torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous()
+        n = len(views)
+        return {
+            "x": x,
+            "y": torch.full((n,), sample.label, dtype=torch.long),
+            "index": torch.full((n,), index, dtype=torch.long),
+            "skipped": torch.empty(0, dtype=torch.long),
+        }
+
+
+def collate(items: list[Batch]) -> Batch:
+    """Concatenate views (items may hold 0, 1 or 4)."""
+    return {key: torch.cat([item[key] for item in items]) for key in items[0]}

