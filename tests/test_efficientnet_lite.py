@@ -1,7 +1,8 @@
 """EfficientNet-Lite0: shapes, TF "SAME" padding, strict weight loading and real predictions.
 
-The prediction tests are the ones that catch a subtly wrong port (padding side, BN eps, a
-swapped kernel size): shapes and strict loading would still pass, the cat would not.
+Each check guards a different slip: strict loading catches wrong shapes or a missing block; the
+predictions catch wrong wiring (no skip, ReLU instead of ReLU6). Padding side and BN eps barely
+move these two predictions, so they have their own direct checks.
 """
 
 from __future__ import annotations
@@ -78,10 +79,11 @@ def test_same_padding_puts_the_odd_pixel_bottom_right(
 @pytest.mark.slow
 def test_export_keeps_input_dependent_padding(random_model: EfficientNetLite0) -> None:
     """Padding must follow the input size in an exported graph, not be frozen at trace time."""
-    # min=33: at <= 32 px the last feature map is 1x1, which export treats as a special case.
-    h, w = torch.export.Dim("h", min=33, max=1024), torch.export.Dim("w", min=33, max=1024)
+    # AUTO rather than explicit ranges: the residual adds make export guard the last feature
+    # map against being 1x1 (a broadcast special case), which it cannot prove for a given range.
+    auto = torch.export.Dim.AUTO
     exported = torch.export.export(
-        random_model, (torch.randn(1, 3, 64, 64),), dynamic_shapes={"x": {2: h, 3: w}}
+        random_model, (torch.randn(1, 3, 64, 64),), dynamic_shapes={"x": {2: auto, 3: auto}}
     )
     odd = torch.randn(1, 3, 65, 63)
     with torch.no_grad():
@@ -92,6 +94,11 @@ def test_weights_load_strictly(imagenet_model: EfficientNetLite0) -> None:
     # A fresh BatchNorm has running_var == 1 everywhere; loaded TF statistics do not.
     assert not torch.allclose(imagenet_model.stem[0][1].running_var, torch.ones(32))
     assert imagenet_model.stem[0][1].eps == pytest.approx(1e-3)
+
+    changed = EfficientNetLite0()
+    changed.classifier = torch.nn.Linear(1280, 2)  # a shape the package's weights cannot fill
+    with pytest.raises(ModelError, match=r"_fc\.weight"):
+        load_lite0_imagenet(changed)
 
 
 def test_missing_package_raises_model_error(monkeypatch: pytest.MonkeyPatch) -> None:

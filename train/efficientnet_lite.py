@@ -8,8 +8,9 @@ convolutions on even sizes pads one pixel more at the bottom/right than at the t
 
 Stages are named ``stem``/``layer1``..``layer4`` like our ResNet50 wrapper, so code that taps
 or freezes stages works with either backbone. Inputs are RGB in [0, 1] normalised with
-:data:`LITE0_MEAN`/:data:`LITE0_STD` (i.e. scaled to [-1, 1]), which is what the weights were
-trained with; ImageNet mean/std gives noticeably worse predictions.
+:data:`LITE0_MEAN`/:data:`LITE0_STD` (scaled to [-1, 1]), as the TF Lite models were trained
+(mean 127, std 128 on 0-255). With ImageNet mean/std the first BatchNorm sees ~4x its trained
+variance and predictions get less confident.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class EfficientNetLite0(nn.Module):
 
 def _block_paths() -> list[str]:
     """Our module path of each of the 16 blocks, in order (index 0 of stem is the conv)."""
-    paths = ["stem.1"]
+    paths = [f"stem.{i + 1}" for i in range(_STAGE_ENDS[0])]
     names = ("layer1", "layer2", "layer3", "layer4")
     for name, start, end in zip(names, _STAGE_ENDS[:-1], _STAGE_ENDS[1:], strict=True):
         paths += [f"{name}.{i}" for i in range(end - start)]

@@ -12,6 +12,14 @@ from torch import nn
 from dfscan.scanner.errors import ModelError
 
 
+def load_failure(exc: Exception) -> str:
+    """One readable line for why ``torch.load`` refused a file."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return "it holds pickled objects, not only tensors (refused: loading could run code)"
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
 def read_state_dict(path: Path) -> dict[str, Any]:
     """Safe load (``weights_only=True``: tensors and plain containers, never pickled code)."""
     if not path.is_file():
@@ -19,7 +27,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise ModelError(f"cannot read weights from {path}: {exc}".splitlines()[0]) from exc
+        raise ModelError(f"cannot read weights from {path}: {load_failure(exc)}") from exc
     if not isinstance(obj, dict):
         raise ModelError(f"{path} does not hold a state dict")
     for key in ("state_dict", "model"):  # common wrappers around a bare state dict

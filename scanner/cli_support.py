@@ -1,0 +1,67 @@
+"""What every dfscan command shares: consoles and the error edge.
+
+Domain errors (:class:`DfscanError`) become one red line plus a hint and a non-zero exit code;
+``--debug`` or ``DFSCAN_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from dfscan.scanner.errors import DfscanError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()  # results
+err_console = Console(stderr=True)  # progress, warnings, errors
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("DFSCAN_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def set_debug(enabled: bool) -> None:
+    if enabled:
+        os.environ["DFSCAN_DEBUG"] = "1"
+
+
+def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn DfscanError (and a missing optional dependency) into a clean exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except DfscanError as exc:
+            if debug_enabled():
+                raise
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            if exc.hint:
+                err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except ModuleNotFoundError as exc:
+            if debug_enabled() or exc.name not in EXTRAS:
+                raise
+            err_console.print(f"[bold red]error:[/] this command needs {exc.name}, not installed")
+            err_console.print(f'[dim]hint:[/] pip install "dfscan[{EXTRAS[exc.name]}]"')
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "matplotlib": "train",
+    "sklearn": "train",
+    "skimage": "train",
+    "onnx": "export",
+    "onnxscript": "export",
+}

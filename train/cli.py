@@ -1,0 +1,157 @@
+"""CLI commands of the training part. Module level imports nothing heavy: the work (and torch)
+is imported inside each command, so ``dfscan --help`` does not pay for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dfscan.scanner.cli_support import console, err_console, report_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo-data")(demo_data)
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+
+
+@report_errors
+def demo_data(
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write (real/ and one folder per generator).")
+    ],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    n_real: Annotated[int, typer.Option(help="Number of real images (as many fakes).")] = 240,
+    size: Annotated[int, typer.Option(help="Side of the square images in pixels.")] = 128,
+) -> None:
+    """Build a small simulated real/fake dataset offline (for demos and tests, not a benchmark)."""
+    from dfscan.train.demo_data import build_demo_dataset
+
+    summary = build_demo_dataset(out, seed=seed, n_real=n_real, size=size)
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+    console.print(f"demo dataset in {summary.root}: {counts}")
+
+
+@report_errors
+def train(
+    data: Annotated[
+        Path, typer.Argument(help="Dataset folder: real/ and one folder per generator.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split and plots.")
+    ] = Path("runs/detector"),
+    arch: Annotated[str, typer.Option(help="Architecture (see dfscan models).")] = "resnet50",
+    input: Annotated[
+        str, typer.Option("--input", help="spatial (pixels) or fft (spectrum).")
+    ] = "spatial",
+    weights: Annotated[str, typer.Option(help="imagenet, none, or a weights file.")] = "imagenet",
+    train_layers: Annotated[
+        str | None, typer.Option(help="head, all, or stages e.g. layer3,layer4 (default per arch).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for the split, crops and augmentation.")] = 0,
+    size: Annotated[
+        int, typer.Option("--size", "--crop-size", help="Model input side in pixels.")
+    ] = 224,
+    preprocess: Annotated[str, typer.Option(help="crop (native pixels) or resize.")] = "crop",
+    split: Annotated[
+        Path | None, typer.Option(help="Reuse a split.csv instead of making one.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.ckpt.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    max_steps: Annotated[
+        int | None, typer.Option(help="Cap on steps per epoch (quick runs).")
+    ] = None,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="All augmentation on/off.")
+    ] = True,
+    hflip: Annotated[
+        bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip [on].")
+    ] = None,
+    vflip: Annotated[
+        bool | None, typer.Option("--vflip/--no-vflip", help="Vertical flip [on].")
+    ] = None,
+    affine: Annotated[
+        bool | None,
+        typer.Option("--affine/--no-affine", help="RandomAffine shear 10, scale 0.8-1.2 [off]."),
+    ] = None,
+    four_patch: Annotated[
+        bool | None, typer.Option("--four-patch/--no-four-patch", help="4-patch split [off].")
+    ] = None,
+    blur_prob: Annotated[
+        float | None, typer.Option(help="Probability of Gaussian blur σ 0-3 [0.1].")
+    ] = None,
+    jpeg_prob: Annotated[
+        float | None, typer.Option(help="Probability of JPEG quality 30-100 [0.1].")
+    ] = None,
+) -> None:
+    """Fine-tune a detector on DATA: model.ckpt, last.ckpt, split.csv, history.csv, loss.png."""
+    from dfscan.train.augment import AugmentConfig
+    from dfscan.train.loop import TrainConfig
+    from dfscan.train.loop import train as run_training
+
+    base = AugmentConfig() if augment else AugmentConfig.off()
+    aug = base.with_changes(
+        hflip=hflip,
+        vflip=vflip,
+        affine=affine,
+        four_patch=four_patch,
+        blur_prob=blur_prob,
+        jpeg_prob=jpeg_prob,
+    )
+    cfg = TrainConfig(
+        data=data,
+        out=out,
+        arch=arch,
+        input=input,
+        weights=weights,
+        train_layers=train_layers,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        workers=workers,
+        seed=seed,
+        size=size,
+        preprocess=preprocess,
+        augment=aug,
+        split=split,
+        resume=resume,
+        device=device,
+        max_steps=max_steps,
+    )
+    run_training(cfg, err_console)
+
+
+@report_errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.ckpt written by dfscan train.")],
+    data: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    split: Annotated[
+        str, typer.Option(help="test, val, train, or all (every image in DATA).")
+    ] = "test",
+    split_file: Annotated[
+        Path | None, typer.Option(help="Split file [split.csv next to CHECKPOINT].")
+    ] = None,
+    json: Annotated[
+        Path | None, typer.Option("--json", help="Write the metrics JSON here.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for confusion-matrix PNGs [CKPT dir/eval-SPLIT].")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Accuracy, weighted P/R/F1, AP, ROC-AUC and per-generator rates of a checkpoint."""
+    from dfscan.train.evaluate import evaluate as run_evaluation
+    from dfscan.train.evaluate import render_report
+
+    report = run_evaluation(
+        checkpoint, data, split, split_file, out, json, batch_size, workers, device, err_console
+    )
+    render_report(report, console)

@@ -1,0 +1,378 @@
+"""``dfscan train``: fine-tune a detector, keep the best by validation loss, calibrate it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.preprocess import PreprocessConfig
+from dfscan.train.augment import AugmentConfig
+from dfscan.train.checkpoint import ModelConfig, load_checkpoint, read_checkpoint, save_checkpoint
+from dfscan.train.data import ImageDataset, collate
+from dfscan.train.dataset_folder import Sample, scan_dataset
+from dfscan.train.metrics import binary_metrics, eer_threshold, per_generator
+from dfscan.train.plots import plot_history
+from dfscan.train.predict import Predictions, predict, resolve_device
+from dfscan.train.registry import create_model
+from dfscan.train.split import SPLITS, check_split, make_split, read_split, split_hash, write_split
+
+HISTORY_FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_auc",
+    "lr",
+    "seconds",
+    "step_seconds",
+    "data_wait_seconds",
+    "skipped",
+)
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    arch: str = "resnet50"
+    input: str = "spatial"
+    weights: str = "imagenet"
+    train_layers: str | None = None
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    workers: int = 2
+    seed: int = 0
+    size: int = 224
+    preprocess: str = "crop"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    split: Path | None = None
+    resume: bool = False
+    device: str = "auto"
+    max_steps: int | None = None  # cap on steps per epoch (smoke runs, demos)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+@dataclass
+class SplitData:
+    root: Path
+    samples: list[Sample]
+    assignment: dict[str, str]
+    unreadable: list[tuple[str, str]]
+    hash: str
+
+    def subset(self, split: str) -> list[Sample]:
+        return [s for s in self.samples if self.assignment[s.path] == split]
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
+        for s in self.samples:
+            bucket = counts[self.assignment[s.path]]
+            bucket[s.generator] = bucket.get(s.generator, 0) + 1
+        return {
+            "root": str(self.root),
+            "split_hash": self.hash,
+            "generators": sorted({s.generator for s in self.samples if s.label == 1}),
+            "counts": counts,
+            "unreadable": len(self.unreadable),
+        }
+
+
+def prepare_split(root: Path, split_file: Path | None, seed: int) -> SplitData:
+    """Scan the dataset and split it, or reuse a split file (paths relative to ``root``)."""
+    if split_file is not None:
+        if not root.is_dir():
+            raise DataError(f"dataset folder not found: {root}")
+        samples, assignment = read_split(split_file)
+        missing = [s.path for s in samples if not (root / s.path).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} files of {split_file} are missing under {root} "
+                f"(first: {missing[0]})",
+                hint="pass the DATA folder the split was made for",
+            )
+        return SplitData(root, samples, assignment, [], split_hash(assignment))
+    scan = scan_dataset(root)
+    assignment = make_split(scan.samples, seed)
+    check_split(scan.samples, assignment)
+    return SplitData(root, scan.samples, assignment, scan.unreadable, split_hash(assignment))
+
+
+def warn_unreadable(console: Console, unreadable: list[tuple[str, str]], limit: int = 10) -> None:
+    if not unreadable:
+        return
+    console.print(f"[yellow]warning:[/] skipped {len(unreadable)} unreadable images:")
+    for path, reason in unreadable[:limit]:
+        console.print(f"  {path}: {reason}", markup=False, highlight=False)
+    if len(unreadable) > limit:
+        console.print(f"  … and {len(unreadable) - limit} more")
+
+
+def make_loader(
+    ds: ImageDataset, batch_size: int, workers: int, shuffle: bool, seed: int
+) -> DataLoader:
+    per_batch = max(1, batch_size // ds.views_per_item)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=per_batch,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        drop_last=False,
+    )
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def calibrate(preds: Predictions, samples: list[Sample]) -> tuple[float, dict[str, Any]]:
+    """EER threshold on the validation predictions and the metrics at that threshold."""
+    threshold = eer_threshold(preds.labels, preds.p_fake)
+    return threshold, split_metrics(preds, samples, threshold)
+
+
+def split_metrics(preds: Predictions, samples: list[Sample], threshold: float) -> dict[str, Any]:
+    gens = [samples[i].generator for i in preds.indices]
+    metrics = binary_metrics(preds.labels, preds.p_fake, threshold)
+    metrics["loss"] = preds.loss
+    metrics["per_generator"] = per_generator(preds.labels, preds.p_fake, gens, threshold)
+    return metrics
+
+
+def write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    with (out / "history.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    plot_history(history, out / "loss.png")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_epoch: int
+    threshold: float
+    val: dict[str, Any]
+    test: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    console = console or Console(stderr=True)
+    torch.manual_seed(cfg.seed)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    resume_state = _resume_state(cfg) if cfg.resume else None
+    split_file = out / "split.csv" if resume_state else cfg.split
+    data = prepare_split(cfg.data, split_file, cfg.seed)
+    warn_unreadable(console, data.unreadable)
+    if split_file is None or split_file.resolve() != (out / "split.csv").resolve():
+        write_split(out / "split.csv", data.samples, data.assignment)
+
+    preprocess = PreprocessConfig(size=cfg.size, mode=cfg.preprocess)  # type: ignore[arg-type]
+    model = create_model(cfg.arch, cfg.input, cfg.weights, cfg.train_layers, cfg.size)  # type: ignore[arg-type]
+    model_config = ModelConfig.for_model(cfg.arch, cfg.input, preprocess, model)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    loss_fn = nn.CrossEntropyLoss()
+
+    train_set = ImageDataset(cfg.data, data.subset("train"), preprocess, cfg.augment, cfg.seed)
+    val_samples = data.subset("val")
+    val_set = ImageDataset(cfg.data, val_samples, preprocess, None, cfg.seed)
+    train_loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)
+    val_loader = make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed)
+
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, start = math.inf, 0, 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["state_dict"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        history = list(resume_state["history"])
+        best_loss, best_epoch = resume_state["best_val_loss"], resume_state["best_epoch"]
+        start = int(resume_state["epoch"])
+        console.print(f"resuming after epoch {start} of {cfg.epochs}")
+
+    n_params = sum(p.numel() for p in params)
+    console.print(
+        f"[bold]{cfg.arch}[/] {cfg.input} {preprocess.mode} {cfg.size}² on {device}: "
+        f"{len(train_set)} train / {len(val_set)} val images, "
+        f"trainable {'+'.join(model.trainable)} ({n_params / 1e6:.1f} M params)"
+    )
+    common = {"config": model_config, "data": data.summary(), "train_config": cfg.to_dict()}
+    for epoch in range(start, cfg.epochs):
+        row = _train_epoch(model, train_loader, optimizer, loss_fn, device, epoch, cfg, console)
+        val = predict(model, val_loader, device)
+        threshold, val_metrics = calibrate(val, val_samples)
+        row |= {
+            "val_loss": val.loss,
+            "val_acc": val_metrics["accuracy"],
+            "val_auc": val_metrics["roc_auc"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        history.append(row)
+        write_history(out, history)
+        if val.loss < best_loss:
+            best_loss, best_epoch = val.loss, epoch + 1
+            _save(out / "model.ckpt", model, common, threshold, {"val": val_metrics}, epoch + 1)
+        auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
+        console.print(
+            f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.3f}  val loss {val.loss:.4f} acc {row['val_acc']:.3f} "
+            f"auc {auc}  {row['step_seconds']:.2f} s/step "
+            f"(data wait {row['data_wait_seconds']:.2f})"
+            + ("  [green]best[/]" if best_epoch == epoch + 1 else "")
+        )
+        _save(
+            out / "last.ckpt",
+            model,
+            common,
+            threshold,
+            {"val": val_metrics},
+            epoch + 1,
+            optimizer=optimizer.state_dict(),
+            history=history,
+            best_val_loss=best_loss,
+            best_epoch=best_epoch,
+        )
+    return _finish(cfg, out, data, preprocess, device, history, best_epoch, console)
+
+
+def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
+    last = cfg.out / "last.ckpt"
+    if not last.is_file():
+        raise ModelError(f"nothing to resume: {last} not found")
+    state = read_checkpoint(last)
+    saved = state["config"]
+    mine = {"arch": cfg.arch, "input": cfg.input, "size": cfg.size, "mode": cfg.preprocess}
+    theirs = {
+        "arch": saved["arch"],
+        "input": saved["input"],
+        "size": saved["preprocess"]["size"],
+        "mode": saved["preprocess"]["mode"],
+    }
+    if mine != theirs:
+        raise ModelError(f"cannot resume: {last} was trained with {theirs}, not {mine}")
+    return state
+
+
+def _save(path: Path, model, common, threshold, metrics, epoch, **extra) -> None:
+    save_checkpoint(
+        path,
+        model,
+        common["config"],
+        threshold=threshold,
+        threshold_rule="eer_on_val",
+        metrics=metrics,
+        data=common["data"],
+        train_config=common["train_config"],
+        epoch=epoch,
+        **extra,
+    )
+
+
+def _train_epoch(model, loader, optimizer, loss_fn, device, epoch, cfg, console) -> dict[str, Any]:
+    loader.dataset.set_epoch(epoch)
+    loader.generator.manual_seed(cfg.seed + epoch)
+    model.train()
+    steps = len(loader) if cfg.max_steps is None else min(len(loader), cfg.max_steps)
+    total_loss = correct = seen = skipped = 0
+    wait = compute = 0.0
+    started = tick = time.perf_counter()
+    with _progress(console) as progress:
+        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, loss=0.0)
+        for step, batch in enumerate(loader):
+            if step >= steps:
+                break
+            got = time.perf_counter()
+            wait += got - tick
+            skipped += len(batch["skipped"])
+            if len(batch["y"]):
+                x, y = batch["x"].to(device, non_blocking=True), batch["y"].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+            tick = time.perf_counter()
+            compute += tick - got
+            progress.update(task, advance=1, loss=total_loss / max(seen, 1))
+    return {
+        "epoch": epoch + 1,
+        "train_loss": total_loss / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "seconds": time.perf_counter() - started,
+        "step_seconds": compute / max(steps, 1),
+        "data_wait_seconds": wait / max(steps, 1),
+        "skipped": skipped,
+    }
+
+
+def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) -> TrainResult:
+    """Reload the best model, score the test split, store both in model.ckpt and metrics.json."""
+    loaded = load_checkpoint(out / "model.ckpt", device)
+    model, best = loaded.model, loaded.data
+    test_samples = data.subset("test")
+    test_set = ImageDataset(cfg.data, test_samples, preprocess, None, cfg.seed)
+    test = predict(
+        model, make_loader(test_set, cfg.batch_size, cfg.workers, False, cfg.seed), device
+    )
+    threshold = float(best["threshold"])
+    test_metrics = split_metrics(test, test_samples, threshold)
+    best["metrics"]["test"] = test_metrics
+    tmp = out / "model.ckpt.tmp"
+    torch.save(best, tmp)
+    tmp.replace(out / "model.ckpt")
+    report = {
+        "best_epoch": best_epoch,
+        "threshold": threshold,
+        "threshold_rule": "eer_on_val",
+        "val": best["metrics"]["val"],
+        "test": test_metrics,
+        "data": data.summary(),
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    console.print(
+        f"best epoch {best_epoch}: threshold {threshold:.3f} (EER on val); test accuracy "
+        f"{test_metrics['accuracy']:.3f}, AUC {_fmt(test_metrics['roc_auc'])}, "
+        f"AP {_fmt(test_metrics['ap'])} → {out / 'model.ckpt'}"
+    )
+    return TrainResult(out, best_epoch, threshold, best["metrics"]["val"], test_metrics, history)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
