@@ -74,7 +74,7 @@ def random_affine(
 
     s = float(rng.uniform(*scale))
     sx = float(rng.uniform(-shear, shear))
-    chw = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    chw = torch.from_numpy(np.array(img)).permute(2, 0, 1)  # a writable copy
     out = tvf.affine(
         chw,
         angle=0.0,

@@ -20,6 +20,8 @@ Design, and why:
 - Each generator has fixed random "weights" drawn from its own name, like a trained model whose
   fingerprint does not change between datasets. After generation a random share of the crop's
   own high-frequency detail is added back, so "fake = blurry" is not the only cue.
+- Some source photos are JPEGs: their 8×8 block traces are in real crops, and partly in fakes
+  through the added-back detail, as in real-world data.
 - Everything is PNG (so the file format is no cue) and every random draw comes from a
   ``numpy.random.Generator`` seeded from ``seed`` and names: two builds give identical bytes.
 
@@ -46,7 +48,7 @@ from dfscan.scanner.errors import DataError
 GENERATORS: tuple[str, ...] = ("upconv", "nn_upsample", "bilinear_x4", "vae_x8")
 """Simulated generators, each a folder of fakes. Their traces: ``upconv`` a stride-2 transposed
 convolution (checkerboard, spectral peaks at N/2); ``nn_upsample`` nearest-neighbour up-sampling
-then a 3×3 conv (no N/2 peak but mirrored copies of the low frequencies around N/2);
+then a 3×3 conv (no N/2 peak: an exact notch at N/2 between mirrored low frequencies);
 ``bilinear_x4`` a bilinear-initialised ×4 up-sampler whose weights drifted (peaks at N/4);
 ``vae_x8`` an 8× latent decoded by a pixel-shuffle-like kernel bank (peaks at multiples of N/8).
 """
@@ -79,7 +81,7 @@ _SKLEARN = (("china", "china.jpg"), ("flower", "flower.jpg"))
 _SKIMAGE_LOADERS = {"immunohistochemistry": "immunohistochemistry", "hubble": "hubble_deep_field"}
 
 _Float = np.ndarray  # (H, W, C) float64 image, 0..255 scale
-Generator = Callable[[_Float], _Float]
+_Pipeline = Callable[[_Float], _Float]  # one simulated generator
 
 
 @dataclass
@@ -277,7 +279,7 @@ def _triangle(k: int) -> np.ndarray:
     return np.outer(t, t)
 
 
-def _make_generator(name: str) -> Generator:
+def _make_generator(name: str) -> _Pipeline:
     """The fixed pipeline of a simulated generator; its weights depend on its name only."""
     rng = _rng("generator-weights", name)
     eye = np.eye(3)
@@ -320,7 +322,7 @@ _FACTOR = {"upconv": 2, "nn_upsample": 2, "bilinear_x4": 4, "vae_x8": 8}
 
 
 def _fake(
-    crop: np.ndarray, grey: bool, name: str, generate: Generator, rng: np.random.Generator
+    crop: np.ndarray, grey: bool, name: str, generate: _Pipeline, rng: np.random.Generator
 ) -> np.ndarray:
     """Generator output plus a random share of the crop's own detail above its band limit."""
     x = crop.astype(np.float64)

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfscan.scanner.preprocess import PreprocessConfig
+from dfscan.train.augment import AugmentConfig, augment
+from dfscan.train.data import ImageDataset, collate
+from dfscan.train.dataset_folder import scan_dataset
+
+
+def photo(size=64):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+    return np.kron(base, np.ones((8, 8, 1), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        AugmentConfig.off().with_changes(hflip=True),
+        AugmentConfig.off().with_changes(vflip=True),
+        AugmentConfig.off().with_changes(affine=True),
+        AugmentConfig.off().with_changes(blur_prob=1.0),
+        AugmentConfig.off().with_changes(jpeg_prob=1.0),
+        AugmentConfig(affine=True, blur_prob=1.0, jpeg_prob=1.0),
+    ],
+    ids=["hflip", "vflip", "affine", "blur", "jpeg", "all"],
+)
+def test_each_augmentation_changes_pixels_not_shape(cfg):
+    img = photo()
+    rng = np.random.default_rng(1)
+    outs = [augment(img, cfg, rng) for _ in range(6)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    assert any(not np.array_equal(o, img) for o in outs)
+
+
+def test_off_is_identity():
+    img = photo()
+    assert np.array_equal(augment(img, AugmentConfig.off(), np.random.default_rng(0)), img)
+
+
+def test_config_roundtrip():
+    cfg = AugmentConfig(affine=True, jpeg_quality=(50, 90))
+    assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_four_patch_dataset_keeps_labels(tiny_dataset: Path):
+    scan = scan_dataset(tiny_dataset)
+    cfg = AugmentConfig(four_patch=True)
+    real = [s for s in scan.samples if s.label == 0][:3]
+    fake = [s for s in scan.samples if s.label == 1][:2]
+    ds = ImageDataset(tiny_dataset, real + fake, PreprocessConfig(32), cfg)
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch["x"].shape == (20, 3, 32, 32)
+    assert batch["y"].tolist() == [0] * 12 + [1] * 8
+    assert batch["index"].tolist() == [i for i in range(5) for _ in range(4)]
+
+
+def test_dataset_is_reproducible_per_epoch(tiny_dataset: Path):
+    scan = scan_dataset(tiny_dataset)
+    ds = ImageDataset(tiny_dataset, scan.samples, PreprocessConfig(32), AugmentConfig(), seed=5)
+    a, b = ds[0]["x"], ds[0]["x"]
+    ds.set_epoch(1)
+    c = ds[0]["x"]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_broken_file_yields_no_view(tiny_dataset: Path):
+    scan = scan_dataset(tiny_dataset)
+    (tiny_dataset / scan.samples[0].path).write_bytes(b"broken after the scan")
+    ds = ImageDataset(tiny_dataset, scan.samples[:2], PreprocessConfig(32))
+    batch = collate([ds[0], ds[1]])
+    assert batch["x"].shape[0] == 1 and batch["skipped"].tolist() == [0]

@@ -1,0 +1,162 @@
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfscan.scanner.errors import DataError
+from dfscan.scanner.preprocess import (
+    PreprocessConfig,
+    four_patches,
+    load_image,
+    open_rgb,
+    prepare,
+    to_chw_batch,
+    to_rgb,
+)
+
+from .conftest import write_image
+
+
+def gradient(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+
+
+def test_crop_is_native_pixels_centred():
+    arr = gradient(100, 120)
+    out = prepare(Image.fromarray(arr), PreprocessConfig(size=64))
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, arr[18:82, 28:92])
+
+
+def test_random_crop_moves_but_stays_native():
+    arr = gradient(100, 120)
+    rng = np.random.default_rng(0)
+    crops = [prepare(Image.fromarray(arr), PreprocessConfig(size=64), rng) for _ in range(5)]
+    tops_lefts = {(int(c[0, 0, 1]), int(c[0, 0, 0])) for c in crops}
+    assert len(tops_lefts) > 1
+    for c in crops:
+        top, left = int(c[0, 0, 1]), int(c[0, 0, 0])
+        np.testing.assert_array_equal(c, arr[top : top + 64, left : left + 64])
+
+
+def test_small_image_is_mirror_padded_not_resampled():
+    arr = gradient(40, 50)
+    out = prepare(Image.fromarray(arr), PreprocessConfig(size=64))
+    assert out.shape == (64, 64, 3)
+    # the original pixels are there untouched, centred
+    np.testing.assert_array_equal(out[12:52, 7:57], arr)
+    # and the border mirrors them (symmetric padding), no new values invented
+    np.testing.assert_array_equal(out[11], out[12])
+    np.testing.assert_array_equal(out[0], out[23])
+    np.testing.assert_array_equal(out[:, 6], out[:, 7])
+
+
+def test_tiny_image_pads_past_its_size():
+    out = prepare(Image.fromarray(gradient(5, 7)), PreprocessConfig(size=32))
+    assert out.shape == (32, 32, 3)
+    assert set(np.unique(out[..., 0])) <= set(range(7))
+
+
+def test_resize_mode_keeps_aspect_and_centre():
+    arr = gradient(200, 400)
+    out = prepare(Image.fromarray(arr), PreprocessConfig(size=50, mode="resize"))
+    assert out.shape == (50, 50, 3)
+
+
+def test_four_patches_are_quadrants_of_one_region():
+    arr = gradient(150, 150)
+    cfg = PreprocessConfig(size=32)
+    patches = four_patches(Image.fromarray(arr), cfg)
+    assert patches.shape == (4, 32, 32, 3)
+    region = prepare(Image.fromarray(arr), PreprocessConfig(size=64))
+    np.testing.assert_array_equal(patches[0], region[:32, :32])
+    np.testing.assert_array_equal(patches[3], region[32:, 32:])
+
+
+def test_chw_batch():
+    batch = to_chw_batch([gradient(8, 8), gradient(8, 8)])
+    assert batch.shape == (2, 3, 8, 8) and batch.flags.c_contiguous
+
+
+@pytest.mark.parametrize(
+    "mode,make",
+    [
+        ("L", lambda: Image.fromarray(gradient(16, 16)[..., 0])),
+        ("I;16", lambda: Image.fromarray((np.arange(256, dtype=np.uint16) * 257).reshape(16, 16))),
+        ("CMYK", lambda: Image.fromarray(gradient(16, 16)).convert("CMYK")),
+        (
+            "RGBA",
+            lambda: Image.fromarray(
+                np.dstack([gradient(16, 16), np.full((16, 16), 255, np.uint8)])
+            ),
+        ),
+        ("P", lambda: Image.fromarray(gradient(16, 16)).convert("P")),
+        ("1", lambda: Image.fromarray(gradient(16, 16)[..., 0] > 128)),
+    ],
+)
+def test_every_mode_becomes_rgb(mode, make):
+    im = make()
+    assert im.mode == mode
+    out = to_rgb(im)
+    assert out.mode == "RGB" and out.size == (16, 16)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    im = Image.fromarray((np.arange(256, dtype=np.uint16) * 257).reshape(16, 16))
+    grey = np.asarray(to_rgb(im))[..., 0].ravel()
+    np.testing.assert_array_equal(grey, np.arange(256))
+
+
+def test_transparent_pixels_become_white():
+    rgba = np.zeros((4, 4, 4), np.uint8)  # fully transparent black
+    out = np.asarray(to_rgb(Image.fromarray(rgba, "RGBA")))
+    assert (out == 255).all()
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    arr = gradient(20, 40)  # landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(arr).save(path, exif=exif, quality=95)
+    assert open_rgb(path).size == (20, 40)  # displayed portrait
+
+
+def test_first_frame_of_animation(tmp_path: Path):
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert np.asarray(open_rgb(path))[0, 0, 0] < 50
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"this is text, not an image", None],
+    ids=["zero-byte", "text", "truncated"],
+)
+def test_unreadable_files_raise_data_error(tmp_path: Path, content):
+    path = tmp_path / "bad.jpg"
+    if content is None:
+        buf = io.BytesIO()
+        Image.fromarray(gradient(64, 64)).save(buf, format="JPEG")
+        content = buf.getvalue()[:200]
+    path.write_bytes(content)
+    with pytest.raises(DataError):
+        load_image(path, PreprocessConfig(size=32))
+
+
+def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch):
+    path = write_image(tmp_path / "big.png", np.zeros((64, 64, 3), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64² > 2×1000: Pillow raises
+    with pytest.raises(DataError, match="decompression bomb"):
+        open_rgb(path)
+
+
+def test_config_roundtrip_and_validation():
+    cfg = PreprocessConfig(size=96, mode="resize")
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(DataError):
+        PreprocessConfig(mode="stretch")  # type: ignore[arg-type]

@@ -1,0 +1,70 @@
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dfscan.scanner.errors import DataError
+from dfscan.train.dataset_folder import Sample
+from dfscan.train.split import check_split, make_split, read_split, split_hash, write_split
+
+
+def samples_for(n_real=100, gens=("a", "b"), n_fake=50, group_size=1):
+    out = [Sample(f"real/{i}.png", 0, "real", f"r{i // group_size}") for i in range(n_real)]
+    for g in gens:
+        out += [Sample(f"{g}/{i}.png", 1, g, f"{g}{i // group_size}") for i in range(n_fake)]
+    return out
+
+
+def test_split_is_80_10_10_per_generator():
+    samples = samples_for()
+    assignment = make_split(samples, seed=0)
+    for gen, total in (("real", 100), ("a", 50), ("b", 50)):
+        c = Counter(assignment[s.path] for s in samples if s.generator == gen)
+        assert c["train"] == pytest.approx(0.8 * total, abs=1)
+        assert c["val"] == pytest.approx(0.1 * total, abs=1)
+        assert c["test"] == pytest.approx(0.1 * total, abs=1)
+
+
+def test_split_is_deterministic_and_seeded():
+    samples = samples_for()
+    assert make_split(samples, seed=3) == make_split(list(reversed(samples)), seed=3)
+    assert make_split(samples, seed=3) != make_split(samples, seed=4)
+
+
+def test_groups_never_cross_splits():
+    samples = samples_for(n_real=120, n_fake=60, group_size=4)
+    # plus groups spanning real and fake (a fake made from a real crop)
+    samples += [Sample(f"a/x{i}.png", 1, "a", f"r{i}") for i in range(30)]
+    assignment = make_split(samples, seed=1)
+    by_group: dict[str, set[str]] = {}
+    for s in samples:
+        by_group.setdefault(s.group, set()).add(assignment[s.path])
+    assert all(len(splits) == 1 for splits in by_group.values())
+    assert set(assignment.values()) == {"train", "val", "test"}
+
+
+def test_roundtrip_and_hash(tmp_path: Path):
+    samples = samples_for(20, ("a",), 20)
+    assignment = make_split(samples, seed=0)
+    path = tmp_path / "split.csv"
+    write_split(path, samples, assignment)
+    samples2, assignment2 = read_split(path)
+    assert samples2 == samples and assignment2 == assignment
+    assert split_hash(assignment) == split_hash(dict(reversed(list(assignment.items()))))
+    changed = dict(
+        assignment, **{samples[0].path: "test" if assignment[samples[0].path] != "test" else "val"}
+    )
+    assert split_hash(changed) != split_hash(assignment)
+
+
+def test_too_few_images_is_a_clear_error():
+    samples = samples_for(n_real=3, gens=("a",), n_fake=3)
+    with pytest.raises(DataError, match="too few images"):
+        check_split(samples, make_split(samples, seed=0))
+
+
+def test_foreign_csv_is_refused(tmp_path: Path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="not a dfscan split"):
+        read_split(path)
