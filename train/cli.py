@@ -12,9 +12,28 @@ from dfscan.scanner.cli_support import console, err_console, report_errors
 
 
 def register(app: typer.Typer) -> None:
+    app.command("models")(models)
     app.command("demo-data")(demo_data)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+
+
+@report_errors
+def models() -> None:
+    """List the registered detector architectures."""
+    from rich.table import Table
+
+    from dfscan.train.registry import get_spec, list_models
+
+    table = Table()
+    table.add_column("arch", no_wrap=True)
+    for column in ("default --train-layers", "normalisation (mean/std)", "about"):
+        table.add_column(column)
+    for name in list_models():
+        spec = get_spec(name)
+        norm = f"{spec.mean[0]:g},{spec.mean[1]:g},{spec.mean[2]:g} / {spec.std[0]:g},…"
+        table.add_row(name, ",".join(spec.default_train_layers), norm, spec.description)
+    console.print(table)
 
 
 @report_errors
