@@ -24,7 +24,7 @@ from dfscan.train.checkpoint_format import (
 from dfscan.train.dataset_folder import CLASSES
 from dfscan.train.detector import Detector
 from dfscan.train.registry import create_model, get_spec
-from dfscan.train.weights import load_failure
+from dfscan.train.weights import safe_load
 
 
 @dataclass(frozen=True)
@@ -100,12 +100,7 @@ class LoadedCheckpoint:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise ModelError(f"{path} is not a readable checkpoint: {load_failure(exc)}") from exc
+    data = safe_load(path, "checkpoint")
     if not is_dfscan_checkpoint(data):
         raise ModelError(f"{path} is not a dfscan checkpoint", hint="train one with dfscan train")
     if data.get("format_version", 0) > CHECKPOINT_VERSION:

@@ -12,22 +12,24 @@ from torch import nn
 from dfscan.scanner.errors import ModelError
 
 
-def load_failure(exc: Exception) -> str:
-    """One readable line for why ``torch.load`` refused a file."""
-    text = str(exc)
-    if "Weights only load failed" in text:
-        return "it holds pickled objects, not only tensors (refused: loading could run code)"
-    return text.splitlines()[0] if text else exc.__class__.__name__
+def safe_load(path: Path, what: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors and plain containers, never pickled
+    code); missing or refused files become one readable ModelError line."""
+    if not path.is_file():
+        raise ModelError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        text = str(exc)
+        if "Weights only load failed" in text:
+            reason = "it holds pickled objects, not only tensors (refused: loading could run code)"
+        else:
+            reason = text.splitlines()[0] if text else exc.__class__.__name__
+        raise ModelError(f"{path} is not a readable {what}: {reason}") from exc
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
-    """Safe load (``weights_only=True``: tensors and plain containers, never pickled code)."""
-    if not path.is_file():
-        raise ModelError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise ModelError(f"cannot read weights from {path}: {load_failure(exc)}") from exc
+    obj = safe_load(path, "weights file")
     if not isinstance(obj, dict):
         raise ModelError(f"{path} does not hold a state dict")
     for key in ("state_dict", "model"):  # common wrappers around a bare state dict
