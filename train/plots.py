@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -22,6 +23,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
     ax_loss.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
     ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
