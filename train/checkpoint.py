@@ -72,8 +72,14 @@ def build_model(config: ModelConfig) -> Detector:
     )
 
 
+def write_atomic(payload: dict[str, Any], path: Path) -> None:
+    """tmp + rename: an interrupted save never leaves a half-written checkpoint behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(path: Path, model: Detector, config: ModelConfig, **fields: Any) -> None:
-    """Atomic write (tmp + rename): an interrupted save never leaves a half file behind."""
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -83,9 +89,7 @@ def save_checkpoint(path: Path, model: Detector, config: ModelConfig, **fields: 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **fields,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomic(payload, path)
 
 
 @dataclass

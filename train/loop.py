@@ -7,6 +7,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,16 @@ from torch.utils.data import DataLoader
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.preprocess import PreprocessConfig
 from dfscan.train.augment import AugmentConfig
-from dfscan.train.checkpoint import ModelConfig, load_checkpoint, read_checkpoint, save_checkpoint
+from dfscan.train.checkpoint import (
+    ModelConfig,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    write_atomic,
+)
 from dfscan.train.data import ImageDataset, collate
 from dfscan.train.dataset_folder import Sample, scan_dataset
-from dfscan.train.metrics import binary_metrics, eer_threshold, per_generator
+from dfscan.train.metrics import THRESHOLD_RULE, binary_metrics, eer_threshold, per_generator
 from dfscan.train.plots import plot_history
 from dfscan.train.predict import Predictions, predict, resolve_device
 from dfscan.train.registry import create_model
@@ -230,7 +237,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         f"{len(train_set)} train / {len(val_set)} val images, "
         f"trainable {'+'.join(model.trainable)} ({n_params / 1e6:.1f} M params)"
     )
-    common = {"config": model_config, "data": data.summary(), "train_config": cfg.to_dict()}
+    save = partial(
+        save_checkpoint,
+        config=model_config,
+        threshold_rule=THRESHOLD_RULE,
+        data=data.summary(),
+        train_config=cfg.to_dict(),
+    )
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, train_loader, optimizer, loss_fn, device, epoch, cfg, console)
         val = predict(model, val_loader, device)
@@ -245,7 +258,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         write_history(out, history)
         if val.loss < best_loss:
             best_loss, best_epoch = val.loss, epoch + 1
-            _save(out / "model.ckpt", model, common, threshold, {"val": val_metrics}, epoch + 1)
+            save(
+                out / "model.ckpt",
+                model,
+                threshold=threshold,
+                metrics={"val": val_metrics},
+                epoch=epoch + 1,
+            )
         auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
         console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
@@ -254,13 +273,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
             f"(data wait {row['data_wait_seconds']:.2f})"
             + ("  [green]best[/]" if best_epoch == epoch + 1 else "")
         )
-        _save(
+        save(
             out / "last.ckpt",
             model,
-            common,
-            threshold,
-            {"val": val_metrics},
-            epoch + 1,
+            threshold=threshold,
+            metrics={"val": val_metrics},
+            epoch=epoch + 1,
             optimizer=optimizer.state_dict(),
             history=history,
             best_val_loss=best_loss,
@@ -285,21 +303,6 @@ def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
     if mine != theirs:
         raise ModelError(f"cannot resume: {last} was trained with {theirs}, not {mine}")
     return state
-
-
-def _save(path: Path, model, common, threshold, metrics, epoch, **extra) -> None:
-    save_checkpoint(
-        path,
-        model,
-        common["config"],
-        threshold=threshold,
-        threshold_rule="eer_on_val",
-        metrics=metrics,
-        data=common["data"],
-        train_config=common["train_config"],
-        epoch=epoch,
-        **extra,
-    )
 
 
 def _train_epoch(model, loader, optimizer, loss_fn, device, epoch, cfg, console) -> dict[str, Any]:
@@ -354,13 +357,11 @@ def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) ->
     threshold = float(best["threshold"])
     test_metrics = split_metrics(test, test_samples, threshold)
     best["metrics"]["test"] = test_metrics
-    tmp = out / "model.ckpt.tmp"
-    torch.save(best, tmp)
-    tmp.replace(out / "model.ckpt")
+    write_atomic(best, out / "model.ckpt")
     report = {
         "best_epoch": best_epoch,
         "threshold": threshold,
-        "threshold_rule": "eer_on_val",
+        "threshold_rule": THRESHOLD_RULE,
         "val": best["metrics"]["val"],
         "test": test_metrics,
         "data": data.summary(),

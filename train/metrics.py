@@ -21,6 +21,8 @@ from sklearn.metrics import (
 
 from dfscan.train.dataset_folder import REAL
 
+THRESHOLD_RULE = "eer_on_val"  # stored next to the threshold in checkpoints and reports
+
 
 def eer_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """Score at which FPR ≈ FNR; 0.5 when only one class is present."""
