@@ -256,15 +256,10 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         }
         history.append(row)
         write_history(out, history)
+        state = {"threshold": threshold, "metrics": {"val": val_metrics}, "epoch": epoch + 1}
         if val.loss < best_loss:
             best_loss, best_epoch = val.loss, epoch + 1
-            save(
-                out / "model.ckpt",
-                model,
-                threshold=threshold,
-                metrics={"val": val_metrics},
-                epoch=epoch + 1,
-            )
+            save(out / "model.ckpt", model, **state)
         auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
         console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
@@ -276,9 +271,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         save(
             out / "last.ckpt",
             model,
-            threshold=threshold,
-            metrics={"val": val_metrics},
-            epoch=epoch + 1,
+            **state,
             optimizer=optimizer.state_dict(),
             history=history,
             best_val_loss=best_loss,
