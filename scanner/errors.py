@@ -27,3 +27,7 @@ class DataError(DfscanError):
 
 class ModelError(DfscanError):
     """A model, checkpoint or weights file cannot be used."""
+
+
+class DeviceError(DfscanError):
+    """The requested device (e.g. CUDA) cannot be used."""

@@ -1,0 +1,129 @@
+"""What a dfscan .onnx file says about itself, read and written on both sides of the format.
+
+``dfscan export`` writes these ``metadata_props`` and the scanner reads them back, so the .onnx
+file alone says how to feed the model (crop size, crop or resize) and how to read its output
+(threshold, classes). Flat ``dfscan.*`` keys with plain values, JSON for the nested parts, so
+the metadata is also readable in Netron or ``onnx.load(...).metadata_props``.
+
+The graph contract, for anyone calling the model without dfscan:
+
+- one input, ``image``: ``(N, 3, S, S)`` RGB, ``uint8`` 0-255 (or ``float32`` 0-1 when exported
+  with ``--input-dtype float32``), S = ``dfscan.crop_size``, N dynamic;
+- outputs ``p_fake`` ``(N,)`` (probability that the image is generated) and ``logits``
+  ``(N, 2)`` in the order of ``dfscan.classes``.
+
+Read with ONNX Runtime's ``get_modelmeta()``: the scanner imports neither torch nor onnx.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+ONNX_FORMAT = "dfscan-onnx"
+ONNX_FORMAT_VERSION = 1
+PREFIX = "dfscan."
+INPUT_NAME = "image"
+OUTPUT_P_FAKE = "p_fake"
+OUTPUT_LOGITS = "logits"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+_JSON_FIELDS = ("classes", "training", "metrics", "versions")
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything the scanner needs besides the graph itself."""
+
+    arch: str
+    input: str  # "spatial" | "fft"
+    preprocess: PreprocessConfig
+    classes: tuple[str, ...]
+    threshold: float
+    threshold_rule: str = "eer_on_val"
+    precision: str = "fp32"
+    training: dict[str, Any] = field(default_factory=dict)  # generators, counts, split hash
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation/test metrics
+    versions: dict[str, str] = field(default_factory=dict)  # dfscan/torch/onnx at export
+    format_version: int = ONNX_FORMAT_VERSION
+
+    @property
+    def size(self) -> int:
+        return self.preprocess.size
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` of the exported graph (all values are strings)."""
+        props = {
+            "format": ONNX_FORMAT,
+            "format_version": str(self.format_version),
+            "arch": self.arch,
+            "input": self.input,
+            "crop_size": str(self.preprocess.size),
+            "preprocess_mode": self.preprocess.mode,
+            "threshold": repr(float(self.threshold)),
+            "threshold_rule": self.threshold_rule,
+            "precision": self.precision,
+            "classes": json.dumps(list(self.classes)),
+            "training": json.dumps(self.training, sort_keys=True),
+            "metrics": json.dumps(self.metrics, sort_keys=True),
+            "versions": json.dumps(self.versions, sort_keys=True),
+        }
+        return {PREFIX + k: v for k, v in props.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMeta:
+        """Parse ``metadata_props``; a graph without dfscan metadata is refused, not guessed."""
+        own = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
+        if own.get("format") != ONNX_FORMAT:
+            raise ModelError(
+                f"{source} is an ONNX model without dfscan metadata",
+                hint="export a trained checkpoint with: dfscan export CKPT --onnx OUT.onnx",
+            )
+        try:
+            version = int(own.get("format_version", "0"))
+            if version > ONNX_FORMAT_VERSION:
+                raise ModelError(
+                    f"{source} uses dfscan model format {version}; this dfscan reads up to "
+                    f"{ONNX_FORMAT_VERSION}",
+                    hint="upgrade dfscan",
+                )
+            parsed = {k: json.loads(own[k]) if k in own else None for k in _JSON_FIELDS}
+            return cls(
+                arch=own["arch"],
+                input=own["input"],
+                preprocess=PreprocessConfig(
+                    size=int(own["crop_size"]), mode=own.get("preprocess_mode", "crop")
+                ),
+                classes=tuple(parsed["classes"] or ("real", "fake")),
+                threshold=float(own["threshold"]),
+                threshold_rule=own.get("threshold_rule", ""),
+                precision=own.get("precision", "fp32"),
+                training=parsed["training"] or {},
+                metrics=parsed["metrics"] or {},
+                versions=parsed["versions"] or {},
+                format_version=version,
+            )
+        except KeyError as exc:
+            raise ModelError(f"{source}: dfscan metadata lacks {PREFIX}{exc.args[0]}") from None
+        except (ValueError, DataError) as exc:  # bad number, JSON or preprocessing settings
+            raise ModelError(f"{source}: unreadable dfscan metadata ({exc})") from None
+
+
+def meta_from_session(session: onnxruntime.InferenceSession, source: str) -> ModelMeta:
+    return ModelMeta.from_props(dict(session.get_modelmeta().custom_metadata_map), source)
+
+
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """The dfscan metadata of an .onnx file (loads it on the CPU; nothing runs)."""
+    from dfscan.scanner.runtime import load_session
+
+    session = load_session(Path(path), providers=["CPUExecutionProvider"], optimize=False)
+    return meta_from_session(session, str(path))
