@@ -1,0 +1,76 @@
+"""The ``dfscan export`` command; torch and onnx are imported only when it runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dfscan.scanner.cli_support import console, err_console, report_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+
+
+@report_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.ckpt written by dfscan train.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the .onnx graph.")],
+    torchscript: Annotated[
+        Path | None, typer.Option("--torchscript", help="Also write a TorchScript file (fp32).")
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="fp32, fp16 (GPU) or int8 (static, needs --calibration)."),
+    ] = "fp32",
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="Folder of real photos for int8 activation ranges."),
+    ] = None,
+    input_dtype: Annotated[
+        str, typer.Option(help="Graph input: uint8 (0-255, default) or float32 (0-1).")
+    ] = "uint8",
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Compare eager, TorchScript and ONNX Runtime; fail on fp32 mismatch."
+        ),
+    ] = False,
+    check_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Images for --check (a dataset folder adds AP/AUC); default: bundled photos."
+        ),
+    ] = None,
+    check_limit: Annotated[int, typer.Option(help="At most this many check images.")] = 64,
+) -> None:
+    """Export a checkpoint to ONNX (and TorchScript) with the preprocessing maths and metadata."""
+    from dfscan.export.exporter import export_checkpoint, file_size
+
+    result = export_checkpoint(
+        checkpoint,
+        onnx,
+        torchscript_path=torchscript,
+        precision=precision,
+        calibration=calibration,
+        input_dtype=input_dtype,  # type: ignore[arg-type]
+        check=check,
+        check_images=check_images,
+        check_limit=check_limit,
+    )
+    meta = result.meta
+    console.print(
+        f"{meta.arch} {meta.input} {meta.size}² {meta.precision}, threshold "
+        f"{meta.threshold:.3f} → {result.onnx_path} ({file_size(result.onnx_bytes)})"
+    )
+    if result.torchscript_path is not None and result.torchscript_bytes is not None:
+        size = file_size(result.torchscript_bytes)
+        console.print(f"TorchScript → {result.torchscript_path} ({size})")
+    if result.parity is not None:
+        console.print(result.parity.table())
+        for note in result.parity.notes:
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    result.raise_for_parity()
+    console.print(f"done in {result.seconds:.1f} s")

@@ -1,0 +1,119 @@
+"""``dfscan export``: checkpoint → ONNX (+ TorchScript), with metadata and a parity check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dfscan.export.check_images import bundled_photos, calibration_batches, folder_images
+from dfscan.export.graph_module import INPUT_DTYPES, InputDType, exportable
+from dfscan.export.metadata import build_meta
+from dfscan.export.onnx_writer import attach_metadata, export_onnx_proto, forbid_dft, save_onnx
+from dfscan.export.parity import ParityError, ParityReport, check_parity
+from dfscan.scanner.errors import DataError, DfscanError
+from dfscan.scanner.model_meta import PRECISIONS, ModelMeta
+from dfscan.train.checkpoint import load_checkpoint
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    onnx_bytes: int
+    meta: ModelMeta
+    seconds: float
+    torchscript_path: Path | None = None
+    torchscript_bytes: int | None = None
+    parity: ParityReport | None = None
+
+    def raise_for_parity(self) -> None:
+        if self.parity is not None and not self.parity.passed:
+            raise ParityError(
+                f"parity check failed: {self.parity.failures()}",
+                hint="the files were written for inspection; do not ship them",
+            )
+
+
+def ensure_writable(path: Path) -> None:
+    """Fail before the slow part when the output cannot be written."""
+    if path.is_dir():
+        raise DfscanError(f"output path is a folder: {path}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(path.name + ".tmp")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise DfscanError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    onnx_path: Path,
+    torchscript_path: Path | None = None,
+    precision: str = "fp32",
+    calibration: Path | None = None,
+    input_dtype: InputDType = "uint8",
+    check: bool = False,
+    check_images: Path | None = None,
+    check_limit: int = 64,
+    calibration_limit: int = 128,
+) -> ExportResult:
+    start = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise DfscanError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if input_dtype not in INPUT_DTYPES:
+        raise DfscanError(f"unknown input dtype {input_dtype!r}; choose from {INPUT_DTYPES}")
+    if precision == "int8" and calibration is None:
+        raise DataError(
+            "int8 needs calibration images",
+            hint="pass --calibration DIR, a folder of real photos like those you will scan",
+        )
+    if calibration is not None and not calibration.is_dir():
+        raise DataError(f"calibration folder not found: {calibration}")
+    if check_images is not None and not check_images.is_dir():
+        raise DataError(f"check image folder not found: {check_images}")
+    for path in (onnx_path, torchscript_path):
+        if path is not None:
+            ensure_writable(path)
+
+    loaded = load_checkpoint(checkpoint)
+    meta = build_meta(loaded, precision)
+    module = exportable(loaded.model, meta.classes)
+    proto = export_onnx_proto(module, meta.size, input_dtype)
+    if precision == "fp16":
+        from dfscan.export.precision import to_fp16
+
+        proto = to_fp16(proto)
+    elif precision == "int8":
+        from dfscan.export.precision import to_int8
+
+        assert calibration is not None
+        proto = to_int8(proto, calibration_batches(calibration, meta.preprocess, calibration_limit))
+    forbid_dft(proto)
+    attach_metadata(proto, meta)
+    result = ExportResult(onnx_path, save_onnx(proto, onnx_path), meta, 0.0)
+
+    if torchscript_path is not None:
+        from dfscan.export.torchscript_writer import export_torchscript
+
+        ts_meta = replace(meta, precision="fp32")  # TorchScript is the fp32 model
+        result.torchscript_path = torchscript_path
+        result.torchscript_bytes = export_torchscript(
+            module, meta.size, input_dtype, ts_meta, torchscript_path
+        )
+    if check:
+        images = (
+            folder_images(check_images, meta.preprocess, check_limit)
+            if check_images is not None
+            else bundled_photos(meta.preprocess)
+        )
+        result.parity = check_parity(
+            loaded.model, images, onnx_path, precision, input_dtype, module, torchscript_path
+        )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def file_size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"

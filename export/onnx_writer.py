@@ -1,0 +1,81 @@
+"""ONNX graphs: exported with torch.onnx (dynamo), checked, tagged and saved as one file."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from dfscan.export.graph_module import ExportedDetector, InputDType, example_batch
+from dfscan.scanner.errors import ModelError
+from dfscan.scanner.model_meta import INPUT_NAME, OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta
+
+OPSET = 18
+SINGLE_FILE_LIMIT = 2**31 - 1  # protobuf's hard limit; bigger models need external data
+FORBIDDEN_OPS = frozenset({"DFT", "STFT"})  # ORT: CPU-only, slow and inexact at 224²
+
+
+def export_onnx_proto(module: ExportedDetector, size: int, dtype: InputDType) -> onnx.ModelProto:
+    """Trace ``module`` into an ONNX graph with a dynamic batch dimension."""
+    example = example_batch(size, dtype)
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_P_FAKE, OUTPUT_LOGITS],
+            dynamic_shapes={"image": {0: batch}},
+            opset_version=OPSET,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    proto = program.model_proto
+    forbid_dft(proto)
+    return proto
+
+
+def forbid_dft(proto: onnx.ModelProto) -> None:
+    found = sorted({n.op_type for n in proto.graph.node} & FORBIDDEN_OPS)
+    if found:
+        raise ModelError(f"exported graph contains {found}: the FFT must be folded as matmuls")
+
+
+def op_types(proto: onnx.ModelProto) -> set[str]:
+    return {n.op_type for n in proto.graph.node}
+
+
+def attach_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
+    """Replace any ``dfscan.*`` props; keep the ones tools like the quantizer wrote."""
+    props = meta.to_props()
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    for key, value in [*keep, *props.items()]:
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = (
+        f"dfscan detector ({meta.arch}, {meta.input}, {meta.precision}): input "
+        f"{INPUT_NAME} (N,3,{meta.size},{meta.size}) RGB; outputs {OUTPUT_P_FAKE} (N,), "
+        f"{OUTPUT_LOGITS} (N,2) over {list(meta.classes)}"
+    )
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> int:
+    """Validate and write a self-contained .onnx atomically; returns its size in bytes."""
+    data = proto.SerializeToString()
+    if len(data) > SINGLE_FILE_LIMIT:
+        raise ModelError(f"model is {len(data) / 2**30:.1f} GiB, over ONNX's 2 GiB single file")
+    onnx.checker.check_model(proto, full_check=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return len(data)

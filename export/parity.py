@@ -1,0 +1,208 @@
+"""Parity: do eager PyTorch, TorchScript and ONNX Runtime compute the same detector?
+
+The reference is the model as trained (eager, its training FFT implementation, float32). Every
+other runtime is compared with it on the same preprocessed images: max |Δ p_fake|,
+max |Δ logit|, agreement of the predicted class and, when the images are labelled, AP and AUC.
+float32 graphs must agree within ``FP32_TOLERANCE`` on every image; fp16/int8 are reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from dfscan.export.check_images import ImageSet
+from dfscan.export.graph_module import InputDType
+from dfscan.scanner.errors import DeviceError, DfscanError
+from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE
+from dfscan.scanner.runtime import CPU, load_session, open_session
+
+FP32_TOLERANCE = 1e-4
+CHUNK = 16  # images per forward pass: bounds memory at large crop sizes
+
+
+class ParityError(DfscanError):
+    """An exported graph does not compute what the trained model computes."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    p_fake: np.ndarray  # (N,)
+    logits: np.ndarray  # (N, 2)
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    runtime: str
+    precision: str
+    max_dp: float
+    max_dlogit: float
+    agreement: float  # fraction of images given the same class as the reference
+    tolerance: float | None  # max |Δ p_fake| allowed; None: reported, not enforced
+    ap: float | None = None
+    auc: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        if not (math.isfinite(self.max_dp) and math.isfinite(self.max_dlogit)):
+            return False
+        return self.tolerance is None or (self.max_dp <= self.tolerance and self.agreement == 1)
+
+
+@dataclass
+class ParityReport:
+    images: int
+    origin: str
+    rows: list[ParityRow]
+    reference_ap: float | None = None
+    reference_auc: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    def table(self) -> Table:
+        labelled = self.reference_ap is not None
+        table = Table(title=f"parity on {self.images} images ({self.origin})", title_justify="left")
+        for col in ("runtime", "precision", "max |Δ p_fake|", "max |Δ logit|", "agreement"):
+            table.add_column(col, justify="left" if col in ("runtime", "precision") else "right")
+        if labelled:
+            table.add_column("AP", justify="right")
+            table.add_column("AUC", justify="right")
+        table.add_column("check")
+        ref = ["torch eager (reference)", "fp32", "-", "-", "-"]
+        table.add_row(*ref, *([_fmt(self.reference_ap), _fmt(self.reference_auc)] * labelled), "")
+        for r in self.rows:
+            verdict = (
+                "[green]ok[/]"
+                if r.passed and r.tolerance
+                else "[red]FAIL[/]"
+                if not r.passed
+                else ""
+            )
+            cells = [r.runtime, r.precision, f"{r.max_dp:.2e}", f"{r.max_dlogit:.2e}"]
+            cells.append(f"{100 * r.agreement:.1f} %")
+            if labelled:
+                cells += [_fmt(r.ap), _fmt(r.auc)]
+            table.add_row(*cells, verdict)
+        return table
+
+    def failures(self) -> str:
+        return "; ".join(
+            f"{r.runtime} ({r.precision}): max |Δ p_fake| {r.max_dp:.3g} (limit {r.tolerance:g}), "
+            f"agreement {100 * r.agreement:.1f} %"
+            for r in self.rows
+            if not r.passed
+        )
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def as_input(batch: np.ndarray, dtype: InputDType) -> np.ndarray:
+    """The graph's input from uint8 NCHW images (float graphs take [0, 1])."""
+    return batch if dtype == "uint8" else (batch.astype(np.float32) / 255.0)
+
+
+@torch.no_grad()
+def run_torch(module: torch.nn.Module, batch: np.ndarray, dtype: InputDType) -> Outputs:
+    """``module`` returns logits (a Detector) or (p_fake, logits) (an exported module)."""
+    ps, ls = [], []
+    for start in range(0, len(batch), CHUNK):
+        x = torch.from_numpy(as_input(batch[start : start + CHUNK], dtype))
+        out = module(x)
+        if isinstance(out, tuple):
+            p, logits = out
+        else:
+            logits = out
+            p = torch.softmax(logits, dim=1)[:, 1]
+        ps.append(p.float().numpy())
+        ls.append(logits.float().numpy())
+    return Outputs(np.concatenate(ps), np.concatenate(ls))
+
+
+def run_onnx(session, batch: np.ndarray) -> Outputs:
+    """Feed the session by the names and dtype it declares."""
+    inp = session.get_inputs()[0]
+    dtype: InputDType = "uint8" if inp.type == "tensor(uint8)" else "float32"
+    names = [o.name for o in session.get_outputs()]
+    ps, ls = [], []
+    for start in range(0, len(batch), CHUNK):
+        feed = {inp.name: as_input(batch[start : start + CHUNK], dtype)}
+        out = dict(zip(names, session.run(None, feed), strict=True))
+        ps.append(out[OUTPUT_P_FAKE])
+        ls.append(out[OUTPUT_LOGITS])
+    return Outputs(np.concatenate(ps), np.concatenate(ls))
+
+
+def ranking_metrics(labels: np.ndarray | None, p: np.ndarray) -> tuple[float | None, float | None]:
+    if labels is None:
+        return None, None
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return float(average_precision_score(labels, p)), float(roc_auc_score(labels, p))
+
+
+def compare(
+    runtime: str,
+    precision: str,
+    ref: Outputs,
+    out: Outputs,
+    labels: np.ndarray | None,
+    tolerance: float | None,
+) -> ParityRow:
+    dp = np.abs(out.p_fake.astype(np.float64) - ref.p_fake)
+    dl = np.abs(out.logits.astype(np.float64) - ref.logits)
+    agree = float(np.mean(out.logits.argmax(1) == ref.logits.argmax(1)))
+    ap, auc = ranking_metrics(labels, out.p_fake)
+    return ParityRow(
+        runtime, precision, float(dp.max()), float(dl.max()), agree, tolerance, ap, auc
+    )
+
+
+def check_parity(
+    reference: torch.nn.Module,
+    images: ImageSet,
+    onnx_path: Path,
+    precision: str,
+    input_dtype: InputDType,
+    exported: torch.nn.Module | None = None,
+    torchscript_path: Path | None = None,
+    cuda: bool = True,
+) -> ParityReport:
+    """Compare every runtime with the eager reference (the model as trained)."""
+    from dfscan.export.torchscript_writer import load_torchscript
+
+    batch, labels = images.batch, images.labels
+    ref = run_torch(reference.eval(), batch, "uint8")
+    tol = FP32_TOLERANCE
+    onnx_tol = tol if precision == "fp32" else None
+    report = ParityReport(len(batch), images.origin, [])
+    report.reference_ap, report.reference_auc = ranking_metrics(labels, ref.p_fake)
+    if exported is not None:
+        out = run_torch(exported.eval(), batch, input_dtype)
+        report.rows.append(compare("torch eager, export form", "fp32", ref, out, labels, tol))
+    if torchscript_path is not None:
+        module, _ = load_torchscript(torchscript_path)
+        out = run_torch(module, batch, input_dtype)
+        report.rows.append(compare("TorchScript", "fp32", ref, out, labels, tol))
+    session = load_session(onnx_path, [CPU])
+    report.rows.append(
+        compare("onnxruntime CPU", precision, ref, run_onnx(session, batch), labels, onnx_tol)
+    )
+    if cuda:
+        try:
+            opened = open_session(onnx_path, "cuda")
+        except DeviceError as exc:
+            report.notes.append(f"onnxruntime CUDA not checked: {exc.message}")
+        else:
+            out = run_onnx(opened.session, batch)
+            report.rows.append(compare("onnxruntime CUDA", precision, ref, out, labels, onnx_tol))
+    return report
