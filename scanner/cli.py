@@ -7,6 +7,8 @@ Commands of the optional parts (training, export) are plugged in through the
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Collection, Sequence
 from importlib.metadata import entry_points
 from typing import Annotated
 
@@ -14,6 +16,7 @@ import typer
 
 from dfscan.scanner import __version__
 from dfscan.scanner.cli_support import set_debug
+from dfscan.scanner.scan_cli import SCAN_HELP, scan
 
 app = typer.Typer(
     name="dfscan",
@@ -43,6 +46,9 @@ def _root(
     set_debug(debug)
 
 
+app.command("scan", help=SCAN_HELP)(scan)
+
+
 def _load_plugins() -> None:
     for ep in sorted(entry_points(group="dfscan.commands"), key=lambda e: e.name):
         ep.load()(app)
@@ -50,6 +56,30 @@ def _load_plugins() -> None:
 
 _load_plugins()
 
+_ROOT_OPTIONS = ("--debug",)  # options of the root callback that may precede a command
+_ROOT_EXITS = ("--help", "--version")
+
+
+def route(argv: Sequence[str], commands: Collection[str]) -> list[str]:
+    """Send arguments that start with no known command to ``scan``.
+
+    ``dfscan photos/ -m m.onnx`` is ``dfscan scan photos/ -m m.onnx``, while ``dfscan train``
+    (or any command added later) stays itself. A folder named like a command needs
+    ``dfscan scan NAME``.
+    """
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg in _ROOT_OPTIONS:
+            continue
+        if arg in commands or arg in _ROOT_EXITS:
+            return args
+        return [*args[:i], "scan", *args[i:]]
+    return args
+
+
+def command_names() -> list[str]:
+    return list(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
 
 def main() -> None:
-    app()
+    app(args=route(sys.argv[1:], command_names()))

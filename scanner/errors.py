@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class DfscanError(Exception):
-    """A problem with the user's input or environment, not a bug in dfscan."""
+    """A problem with the user's input or environment, not a bug in dfscan.
+
+    Exit codes tell pipelines what went wrong: 2 input (folders, files, arguments, the same as
+    a command-line usage error), 3 a missing optional dependency, 4 the model, 5 the device.
+    """
 
     exit_code = 2
 
@@ -28,6 +32,10 @@ class DataError(DfscanError):
 class ModelError(DfscanError):
     """A model, checkpoint or weights file cannot be used."""
 
+    exit_code = 4
+
 
 class DeviceError(DfscanError):
     """The requested device (e.g. CUDA) cannot be used."""
+
+    exit_code = 5

@@ -55,24 +55,46 @@ def has_image_extension(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the scanner reports about a decoded file besides its pixels."""
+
+    width: int  # after EXIF orientation, i.e. as the model sees it
+    height: int
+    format: str | None  # Pillow's name: JPEG, PNG, WEBP, GIF, ...
+    animated: bool  # only the first frame was used
+
+
 def open_rgb(source: ImageSource) -> Image.Image:
     """Decode the first frame, apply EXIF orientation and convert to 8-bit RGB.
 
     Raises ``DataError`` for anything that is not a decodable image (including Pillow's
     decompression-bomb error, which stays enabled).
     """
+    return decode_rgb(source)[0]
+
+
+def decode_rgb(source: ImageSource) -> tuple[Image.Image, SourceInfo]:
+    """:func:`open_rgb` plus what the file was (format, size, animation), from the same decode."""
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(source))
+        rgb = to_rgb(ImageOps.exif_transpose(source))
+        return rgb, SourceInfo(*rgb.size, source.format, bool(getattr(source, "is_animated", 0)))
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
         with Image.open(source) as im:
+            animated = bool(getattr(im, "is_animated", False))
             im.seek(0)  # animated GIF/WebP: the first frame
             im.load()
-            return to_rgb(ImageOps.exif_transpose(im))
+            rgb = to_rgb(ImageOps.exif_transpose(im))
+            return rgb, SourceInfo(*rgb.size, im.format, animated)
     except Image.DecompressionBombError as exc:
         raise DataError(f"refused, possible decompression bomb: {exc}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the file itself could not be read (permissions, vanished)
+            raise DataError(f"cannot read file: {exc.strerror or exc}") from exc
+        raise DataError(f"not a readable image: {exc}") from exc
+    except (SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"not a readable image: {exc}") from exc
 
 

@@ -14,16 +14,14 @@ Conventions (README "Dataset folders"):
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from dfscan.scanner.discovery import iter_image_files
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.preprocess import has_image_extension
 
 REAL = "real"
 CLASSES = ("real", "fake")  # index = label
@@ -35,29 +33,6 @@ class Sample:
     label: int  # 0 real, 1 fake
     generator: str  # "real" for real images
     group: str
-
-
-def iter_image_files(root: Path) -> Iterator[Path]:
-    """Image files under root in sorted order, following symlinks but never looping."""
-    seen: set[tuple[int, int]] = set()
-
-    def walk(folder: Path) -> Iterator[Path]:
-        try:
-            st = folder.stat()
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            return
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
-        for entry in entries:
-            path = Path(entry.path)
-            if entry.is_dir():
-                yield from walk(path)
-            elif has_image_extension(entry.name) and entry.is_file():
-                yield path
-
-    yield from walk(root)
 
 
 def label_of(rel: PurePosixPath) -> tuple[int, str] | None:

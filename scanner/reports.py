@@ -1,0 +1,261 @@
+"""Per-file reports (CSV and JSON Lines), written as results arrive and read back to resume.
+
+Every row is flushed when written, so a scan that is killed keeps all it finished; at worst the
+last row is cut mid-write. Reading back keeps the complete rows and reports where they end, so
+resuming truncates the cut row and appends: no file is lost and none appears twice.
+
+Paths are written exactly as discovery produced them (the scanned folder as given + the
+relative path). File names that are not valid UTF-8 survive the round trip through
+``surrogateescape``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from dfscan.scanner.errors import DataError
+from dfscan.scanner.pipeline import Scored
+
+COLUMNS = (
+    "path",
+    "generator",
+    "p_fake",
+    "verdict",
+    "threshold",
+    "width",
+    "height",
+    "format",
+    "error",
+)
+FAKE, REAL = "fake", "real"
+_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of a report: a file's score and verdict, or the error that kept it from one."""
+
+    path: str
+    generator: str
+    p_fake: float | None
+    verdict: str | None  # FAKE / REAL; None when the file could not be scored
+    threshold: float
+    width: int | None
+    height: int | None
+    format: str | None
+    error: str | None
+
+    @classmethod
+    def from_scored(cls, s: Scored, threshold: float) -> Row:
+        verdict = None if s.p_fake is None else (FAKE if s.p_fake >= threshold else REAL)
+        return cls(
+            s.path, s.generator, s.p_fake, verdict, threshold, s.width, s.height, s.format, s.error
+        )
+
+    def to_record(self) -> dict[str, object]:
+        """JSON-ready values; p_fake rounded as in the CSV so both files say the same."""
+        record = dict(zip(COLUMNS, astuple(self), strict=True))
+        record["p_fake"] = None if self.p_fake is None else round(self.p_fake, 6)
+        return record
+
+    def to_csv(self) -> list[str]:
+        p = "" if self.p_fake is None else f"{self.p_fake:.6f}"
+        t = repr(float(self.threshold))
+        rest = (self.verdict, t, self.width, self.height, self.format, self.error)
+        return [self.path, self.generator, p, *("" if v is None else str(v) for v in rest)]
+
+    @classmethod
+    def from_record(cls, r: dict[str, object]) -> Row:
+        """Parse a CSV or JSONL record; ValueError (or TypeError) when it is not a row."""
+        if set(r) != set(COLUMNS):
+            raise ValueError("columns differ")
+
+        def opt(key: str, kind: type) -> object:
+            value = r[key]
+            return None if value in ("", None) else kind(value)
+
+        verdict = opt("verdict", str)
+        if verdict not in (FAKE, REAL, None):
+            raise ValueError(f"verdict {verdict!r}")
+        return cls(
+            path=str(r["path"]),
+            generator=str(r["generator"]),
+            p_fake=opt("p_fake", float),  # type: ignore[arg-type]
+            verdict=verdict,  # type: ignore[arg-type]
+            threshold=float(r["threshold"]),  # type: ignore[arg-type]
+            width=opt("width", int),  # type: ignore[arg-type]
+            height=opt("height", int),  # type: ignore[arg-type]
+            format=opt("format", str),  # type: ignore[arg-type]
+            error=opt("error", str),  # type: ignore[arg-type]
+        )
+
+
+class ReportWriter(Protocol):
+    path: Path
+
+    def write(self, row: Row) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CsvReport:
+    """``path,generator,p_fake,…`` with a header; one flushed line per file."""
+
+    suffix = "CSV"
+
+    def __init__(self, path: Path, append: bool = False) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = open(path, "a" if append else "w", newline="", **_ENCODING)  # noqa: SIM115
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        if self._file.tell() == 0:
+            self._writer.writerow(COLUMNS)
+            self._file.flush()
+
+    def write(self, row: Row) -> None:
+        self._writer.writerow(row.to_csv())
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class JsonlReport:
+    """One JSON object per line, same fields as the CSV (null for missing values)."""
+
+    suffix = "JSONL"
+
+    def __init__(self, path: Path, append: bool = False) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = open(path, "a" if append else "w", **_ENCODING)  # noqa: SIM115
+
+    def write(self, row: Row) -> None:
+        self._file.write(json.dumps(row.to_record(), ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class ReadBack:
+    """How much of an existing report is complete rows."""
+
+    n_rows: int
+    valid_bytes: int  # the file's length without its cut last row (or cut header)
+    size: int
+
+    @property
+    def cut(self) -> bool:
+        return self.valid_bytes < self.size
+
+
+class _Lines:
+    """Newline-terminated lines of a file with the byte offset past each; a cut tail is left out."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.end = 0  # offset just past the last line handed out
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[str]:
+        with open(self.path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                self.end += len(raw)
+                yield raw.decode(**_ENCODING)
+        self.exhausted = True
+
+
+def _not_a_report(path: Path, where: str) -> DataError:
+    return DataError(
+        f"cannot resume from {path}: {where} is not a dfscan report row",
+        hint="pass another file, or --overwrite to start it again",
+    )
+
+
+class _LastOnly:
+    """Tolerates one unparsable record, as long as no complete row follows it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bad: str | None = None
+
+    def good(self) -> None:
+        if self.bad is not None:
+            raise _not_a_report(self.path, self.bad)
+
+    def bad_record(self, where: str) -> None:
+        self.good()
+        self.bad = where
+
+
+def read_csv_report(path: Path, on_row: Callable[[Row], None]) -> ReadBack:
+    """Pass each complete row of a CSV report to ``on_row``; only the last may be cut."""
+    size = path.stat().st_size
+    lines = _Lines(path)
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error:
+        header = None
+    if header is None:  # empty, or killed while writing the header
+        return ReadBack(0, 0, size)
+    if tuple(header) != COLUMNS:
+        raise DataError(
+            f"cannot resume from {path}: its header is not a dfscan report's",
+            hint="pass another --csv file, or --overwrite to replace it",
+        )
+    n, valid, record_no, last = 0, lines.end, 1, _LastOnly(path)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            if lines.exhausted:  # a quoted field cut after one of its newlines
+                break
+            raise _not_a_report(path, f"record {record_no + 1}") from None
+        record_no += 1
+        try:
+            row = Row.from_record(dict(zip(COLUMNS, fields, strict=True)))
+        except (ValueError, TypeError):
+            last.bad_record(f"record {record_no}")
+            continue
+        last.good()
+        on_row(row)
+        n, valid = n + 1, lines.end
+    return ReadBack(n, valid, size)
+
+
+def read_jsonl_report(path: Path, on_row: Callable[[Row], None]) -> ReadBack:
+    """Pass each complete row of a JSONL report to ``on_row``; only the last may be cut."""
+    size = path.stat().st_size
+    lines = _Lines(path)
+    n, valid, last = 0, 0, _LastOnly(path)
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = Row.from_record(json.loads(line))
+        except (ValueError, TypeError, AttributeError):
+            last.bad_record(f"line {i}")
+            continue
+        last.good()
+        on_row(row)
+        n, valid = n + 1, lines.end
+    return ReadBack(n, valid, size)
+
+
+def truncate_cut_row(path: Path, back: ReadBack) -> None:
+    """Drop the cut last row (if any) so appending continues on a clean line."""
+    if back.cut:
+        os.truncate(path, back.valid_bytes)

@@ -1,0 +1,192 @@
+"""Scanning folders: discovery → decoding pool → batched ONNX inference → reports and tallies.
+
+:func:`run_scan` is the whole ``dfscan scan`` command without the terminal: the CLI adds the
+progress bar and the table, tests and other programs call it directly.
+
+Order of checks, cheapest and least destructive first: folders exist, the model loads, at
+least one image is found, then (and only then) report files are opened or resumed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dfscan.scanner.detector import Detector
+from dfscan.scanner.discovery import (
+    DiscoveryStats,
+    check_roots,
+    count_pending,
+    discover,
+)
+from dfscan.scanner.errors import DataError
+from dfscan.scanner.pipeline import score
+from dfscan.scanner.preprocess import IMAGE_EXTENSIONS
+from dfscan.scanner.reports import Row
+from dfscan.scanner.resume import Existing, check_reports, open_reports
+from dfscan.scanner.runtime import Device
+from dfscan.scanner.tallies import Tallies
+
+
+@dataclass
+class ScanOptions:
+    folders: Sequence[Path]
+    model: Path
+    csv: Path | None = None
+    jsonl: Path | None = None
+    threshold: float | None = None  # None: the model's calibrated threshold
+    device: Device = "auto"
+    batch_size: int = 32
+    workers: int | None = None  # decoding threads; None: one per core; 0: decode inline
+    existing: Existing = "refuse"  # what to do with report files that already exist
+
+
+class ScanProgress(Protocol):
+    """What the scan tells a progress display (the total arrives later, from a counter)."""
+
+    def start(self) -> None: ...
+
+    def set_total(self, total: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+@dataclass
+class ScanResult:
+    tallies: Tallies
+    threshold: float
+    model: Path
+    arch: str
+    provider: str
+    scanned: int = 0  # files processed by this run
+    resumed: int = 0  # rows already in the reports when it started
+    animated: int = 0  # animated GIF/WebP of which the first frame was scanned
+    ignored: int = 0  # files without an image extension
+    unlisted: list[tuple[str, str]] = field(default_factory=list)  # folders not listable
+    elapsed_s: float = 0.0
+    reports: list[Path] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float | None:
+        """Files per second of this run."""
+        return self.scanned / self.elapsed_s if self.elapsed_s > 0 else None
+
+    def any_fake(self) -> bool:
+        return self.tallies.total().flagged > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": str(self.model),
+            "arch": self.arch,
+            "provider": self.provider,
+            "threshold": self.threshold,
+            "files_scanned": self.scanned,
+            "files_resumed": self.resumed,
+            "animated_first_frame": self.animated,
+            "ignored_non_images": self.ignored,
+            "unlisted_folders": [{"folder": f, "reason": r} for f, r in self.unlisted],
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": None if self.rate is None else round(self.rate, 2),
+            "reports": [str(p) for p in self.reports],
+            **self.tallies.to_dict(),
+        }
+
+
+def _no_images(roots: Sequence[Path], stats: DiscoveryStats) -> DataError:
+    where = ", ".join(str(r) for r in roots)
+    seen = f"; {stats.ignored} other files ignored" if stats.ignored else ""
+    if stats.unlisted:
+        seen += f"; {len(stats.unlisted)} folders could not be listed"
+    return DataError(
+        f"no images found in {where}{seen}",
+        hint="looked for " + " ".join(sorted(IMAGE_EXTENSIONS)) + " (any case), recursively",
+    )
+
+
+def _count_in_background(
+    roots: Sequence[Path], done: set[str], progress: ScanProgress, stop: threading.Event
+) -> threading.Thread:
+    """Count the files to do while scanning starts, so the bar gets a total and an ETA."""
+
+    def count() -> None:
+        total = count_pending(roots, done, stop)
+        if not stop.is_set():
+            progress.set_total(total)
+
+    thread = threading.Thread(target=count, name="dfscan-count", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_scan(
+    options: ScanOptions,
+    progress: ScanProgress | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+    detector: Detector | None = None,
+) -> ScanResult:
+    """Scan the folders, write the reports, return the tallies.
+
+    ``notify`` receives warnings (e.g. CUDA fell back to the CPU) as soon as they are known.
+    Raises ``DataError``/``ModelError``/``DeviceError`` for what the user must fix; an
+    unreadable image is never an exception, it is a row with an error.
+    """
+    roots = check_roots(options.folders)
+    check_reports(options.csv, options.jsonl, options.existing)
+    if options.batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {options.batch_size}")
+    detector = detector or Detector.from_onnx(options.model, options.device)
+    if detector.warning:
+        notify(detector.warning)
+    threshold = detector.threshold if options.threshold is None else options.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise DataError(f"threshold must be between 0 and 1, got {threshold}")
+
+    stats = DiscoveryStats()
+    files = discover(roots, stats)
+    first = next(files, None)
+    if first is None:
+        raise _no_images(roots, stats)
+
+    tallies = Tallies()
+    reports = open_reports(options.csv, options.jsonl, options.existing, threshold, tallies.add)
+    result = ScanResult(
+        tallies,
+        threshold,
+        options.model,
+        detector.meta.arch,
+        detector.provider,
+        resumed=reports.resumed,
+        reports=[w.path for w in reports.writers],
+    )
+    for path in reports.repaired:
+        notify(f"{path}: dropped its last row, cut mid-write; that file is scanned again")
+
+    stop = threading.Event()
+    if progress is not None:
+        progress.start()
+        _count_in_background(roots, reports.done, progress, stop)
+    todo = (f for f in itertools.chain([first], files) if f.path not in reports.done)
+    start = time.perf_counter()
+    try:
+        for scored in score(todo, detector, options.batch_size, options.workers):
+            row = Row.from_scored(scored, threshold)
+            reports.write(row)
+            tallies.add(row)
+            result.scanned += 1
+            result.animated += scored.animated
+            if progress is not None:
+                progress.advance()
+        stop.set()
+        if progress is not None:  # the bar ends full even if the count has not finished
+            progress.set_total(result.scanned)
+    finally:
+        stop.set()
+        reports.close()
+        result.elapsed_s = time.perf_counter() - start
+        result.ignored, result.unlisted = stats.ignored, stats.unlisted
+    return result

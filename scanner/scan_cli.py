@@ -1,0 +1,304 @@
+"""``dfscan scan``: the thin terminal layer over :func:`dfscan.scanner.scan.run_scan`.
+
+Options, the progress bar (stderr), the summary table (stdout: Rich when it is a terminal,
+plain aligned text when piped) and exit codes. Heavy imports (numpy, Pillow, ONNX Runtime)
+happen inside the command, so ``dfscan --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.discovery import ROOT_GENERATOR
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from dfscan.scanner.scan import ScanResult
+
+EXIT_FAKE_FOUND = 1
+EXIT_INTERRUPTED = 130
+
+
+SCAN_HELP = (
+    "Scan folders of images and report which look generated.\n\n"
+    "Formats: jpg jpeg png webp bmp tif tiff gif, any case; of an animated GIF or WebP the "
+    "first frame is scanned. Files that cannot be read become rows with an error.\n\n"
+    "Exit codes: 0 done (also when some files were unreadable); 1 an image was flagged fake "
+    "and --fail-on-fake was given; 2 bad arguments, missing folder, no images found or a report "
+    "file that cannot be used; 4 unusable model; 5 device unavailable; 130 interrupted."
+)
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class _Bar:
+    """The scan's progress on a Rich bar, shown from the first file on (not while the model
+    loads); the total arrives later, from a counting thread."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("scanning", total=None)
+        self.started = False
+
+    def start(self) -> None:
+        self.progress.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def set_total(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
+
+
+def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:6.1f} img/s" if speed else "    ? img/s", style="cyan")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("s" if count != 1 and noun.isalpha() else "")
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, one row per generator, totals) as text: ``real`` first, then by name."""
+    tallies = result.tallies
+    labelled = tallies.labelled
+    header = ["generator", "images", "flagged fake", "% fake", "mean p_fake", "errors"]
+    if labelled:
+        header.append("accuracy")
+
+    def cells(name: str, tally: Any, accuracy: float | None) -> list[str]:
+        out = [
+            name,
+            str(tally.images),
+            str(tally.flagged),
+            _pct(tally.fake_fraction),
+            _num(tally.mean_p_fake),
+            str(tally.errors),
+        ]
+        return [*out, _pct(accuracy)] if labelled else out
+
+    names = sorted(tallies.by_generator, key=lambda g: (g != "real", g == ROOT_GENERATOR, g))
+    rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in names]
+    total = cells("total", tallies.total(), tallies.overall_accuracy())
+    return header, rows, total
+
+
+def plain_table(header: list[str], rows: list[list[str]], total: list[str]) -> str:
+    """Aligned columns for logs and pipes: names left, numbers right."""
+    table = [header, *rows, total]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        first = r[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
+
+    rule = "-" * len(line(header))
+    return "\n".join([line(header), rule, *(line(r) for r in rows), rule, line(total)])
+
+
+def print_summary(result: ScanResult) -> None:
+    header, rows, total = summary_rows(result)
+    fpr = result.tallies.false_positive_rate()
+    real = result.tallies.by_generator.get("real")
+    fpr_line = (
+        f"false-positive rate on real: {_pct(fpr)} ({real.flagged} of {real.images})"
+        if fpr is not None and real is not None
+        else None
+    )
+    title = f"{result.model.name} · threshold {result.threshold:g}"
+    if not console.is_terminal:
+        console.print(title, highlight=False, soft_wrap=True)
+        console.print(plain_table(header, rows, total), highlight=False, soft_wrap=True)
+        if fpr_line:
+            console.print(fpr_line, highlight=False, soft_wrap=True)
+        return
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for r in rows:
+        table.add_row(*r)
+    table.add_section()
+    table.add_row(*total, style="bold")
+    console.print(table)
+    if fpr_line:
+        console.print(fpr_line, highlight=False)
+
+
+def _notes(result: ScanResult, quiet: bool) -> None:
+    for folder, reason in result.unlisted:
+        err_console.print(f"[yellow]warning:[/] could not list {folder}: {reason}", highlight=False)
+    if quiet:
+        return
+    if result.animated:
+        err_console.print(
+            f"{_n(result.animated, 'animated GIF/WebP')}: only the first frame was scanned",
+            highlight=False,
+        )
+    if result.ignored:
+        err_console.print(
+            f"ignored {_n(result.ignored, 'file')} without an image extension", highlight=False
+        )
+    rate = f", {result.rate:.1f} img/s" if result.rate else ""
+    resumed = f" ({result.resumed} from an earlier run)" if result.resumed else ""
+    reports = f"; rows in {', '.join(map(str, result.reports))}" if result.reports else ""
+    err_console.print(
+        f"scanned {_n(result.scanned, 'file')}{resumed} in {result.elapsed_s:.1f} s{rate} "
+        f"on {result.provider}{reports}",
+        highlight=False,
+    )
+
+
+@report_errors
+def scan(
+    folders: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders to scan (recursively); the first-level subfolder of a file is its "
+            "generator. Files may be given too.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="A .onnx detector written by dfscan export.")
+    ],
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Write one row per file to this CSV (flushed).")
+    ] = None,
+    jsonl: Annotated[
+        Path | None, typer.Option("--jsonl", help="Write one JSON object per file to this file.")
+    ] = None,
+    summary_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary-json", help="Write the summary as JSON to this file ('-': to stdout)."
+        ),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Flag as fake when p_fake ≥ this. Default: the model's calibrated one.",
+        ),
+    ] = None,
+    device: Annotated[
+        DeviceChoice,
+        typer.Option(help="auto: CUDA when it works, else CPU (with a warning)."),
+    ] = DeviceChoice.auto,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 32,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="Decoding threads (0: decode inline). Default: one per core."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the scan in the existing --csv/--jsonl."),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing --csv/--jsonl files.")
+    ] = False,
+    fail_on_fake: Annotated[
+        bool,
+        typer.Option("--fail-on-fake", help=f"Exit {EXIT_FAKE_FOUND} if an image is flagged fake."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no notes on stderr.")
+    ] = False,
+) -> None:
+    """Scan folders of images and report which look generated (see SCAN_HELP)."""
+    from dfscan.scanner.scan import ScanOptions, run_scan
+
+    if resume and overwrite:
+        raise typer.BadParameter("choose one of --resume and --overwrite")
+    options = ScanOptions(
+        folders=folders,
+        model=model,
+        csv=csv,
+        jsonl=jsonl,
+        threshold=threshold,
+        device=device.value,
+        batch_size=batch_size,
+        workers=workers,
+        existing="resume" if resume else "overwrite" if overwrite else "refuse",
+    )
+
+    def warn(message: str) -> None:
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    bar = None if quiet else _Bar(_progress())
+    try:
+        result = run_scan(options, bar, notify=warn)
+    except KeyboardInterrupt:
+        written = [p for p in (csv, jsonl) if p is not None]
+        where = f"; rows so far are in {', '.join(map(str, written))}" if written else ""
+        err_console.print(f"[yellow]interrupted[/]{where} (continue with --resume)")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    if summary_json is not None:
+        text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
+        if str(summary_json) == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            summary_json.parent.mkdir(parents=True, exist_ok=True)
+            summary_json.write_text(text + "\n", encoding="utf-8")
+    if summary_json is None or str(summary_json) != "-":
+        print_summary(result)
+    _notes(result, quiet)
+    if fail_on_fake and result.any_fake():
+        raise typer.Exit(EXIT_FAKE_FOUND)

@@ -1,0 +1,130 @@
+"""Per-generator tallies of a scan, and what they mean when the folder names tell the truth.
+
+The generator of a file is its first-level subfolder under the scanned folder (files directly
+in it: ``(root)``). Under the training convention (``real/`` holds real photos, every other
+folder one generator's fakes), a scan of a labelled folder is also an evaluation: accuracy per
+generator and the false-positive rate on ``real``. Rows are tallied as they are written, and
+rows read back when resuming are tallied the same way, so the summary covers the whole folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dfscan.scanner.discovery import ROOT_GENERATOR
+from dfscan.scanner.reports import FAKE, Row
+
+REAL_FOLDER = "real"  # the training convention (dfscan.train.dataset_folder.REAL)
+
+
+def truth_of(generator: str) -> bool | None:
+    """Is this generator's folder fake by the convention? None for files in the root."""
+    if generator == ROOT_GENERATOR:
+        return None
+    return generator != REAL_FOLDER
+
+
+@dataclass
+class Tally:
+    """Counts of one generator (or of all)."""
+
+    images: int = 0  # files scored
+    flagged: int = 0  # scored as fake at the threshold
+    errors: int = 0  # files that could not be scored
+    p_sum: float = 0.0
+
+    def add(self, row: Row) -> None:
+        if row.p_fake is None:
+            self.errors += 1
+            return
+        self.images += 1
+        self.flagged += row.verdict == FAKE
+        self.p_sum += row.p_fake
+
+    def merge(self, other: Tally) -> None:
+        self.images += other.images
+        self.flagged += other.flagged
+        self.errors += other.errors
+        self.p_sum += other.p_sum
+
+    @property
+    def fake_fraction(self) -> float | None:
+        return self.flagged / self.images if self.images else None
+
+    @property
+    def mean_p_fake(self) -> float | None:
+        return self.p_sum / self.images if self.images else None
+
+    def correct(self, is_fake: bool) -> int:
+        return self.flagged if is_fake else self.images - self.flagged
+
+
+@dataclass
+class Tallies:
+    """All generators of a scan."""
+
+    by_generator: dict[str, Tally] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        tally = self.by_generator.get(row.generator)
+        if tally is None:
+            tally = self.by_generator[row.generator] = Tally()
+        tally.add(row)
+
+    @property
+    def labelled(self) -> bool:
+        """Do the folder names tell the truth? (a ``real`` folder next to the others)"""
+        return REAL_FOLDER in self.by_generator
+
+    def total(self) -> Tally:
+        total = Tally()
+        for tally in self.by_generator.values():
+            total.merge(tally)
+        return total
+
+    def accuracy(self, generator: str) -> float | None:
+        """Share of this generator's images classified as its folder says (None: unlabelled)."""
+        tally, truth = self.by_generator[generator], truth_of(generator)
+        if truth is None or not tally.images or not self.labelled:
+            return None
+        return tally.correct(truth) / tally.images
+
+    def overall_accuracy(self) -> float | None:
+        correct = scored = 0
+        for name, tally in self.by_generator.items():
+            truth = truth_of(name)
+            if truth is not None:
+                correct += tally.correct(truth)
+                scored += tally.images
+        return correct / scored if scored and self.labelled else None
+
+    def false_positive_rate(self) -> float | None:
+        """Share of ``real`` images flagged fake."""
+        real = self.by_generator.get(REAL_FOLDER)
+        return real.flagged / real.images if real is not None and real.images else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as plain data (for ``--summary-json``)."""
+
+        def entry(tally: Tally, accuracy: float | None) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "images": tally.images,
+                "flagged_fake": tally.flagged,
+                "fake_fraction": tally.fake_fraction,
+                "mean_p_fake": tally.mean_p_fake,
+                "errors": tally.errors,
+            }
+            if self.labelled:
+                out["accuracy"] = accuracy
+            return out
+
+        return {
+            "labelled": self.labelled,
+            "generators": {
+                name: entry(self.by_generator[name], self.accuracy(name))
+                for name in sorted(self.by_generator)
+            },
+            "total": entry(self.total(), self.overall_accuracy()),
+            "false_positive_rate": self.false_positive_rate(),
+        }
