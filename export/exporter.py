@@ -80,12 +80,11 @@ def export_checkpoint(
     loaded = load_checkpoint(checkpoint)
     meta = build_meta(loaded, precision)
     module = exportable(loaded.model, meta.classes)
-    proto = export_onnx_proto(module, meta.size, input_dtype)
-    if precision == "fp16":
-        from dfscan.export.precision import to_fp16
-
-        proto = to_fp16(proto)
-    elif precision == "int8":
+    graph_module = (
+        exportable(loaded.model, meta.classes, half=True) if precision == "fp16" else module
+    )
+    proto = export_onnx_proto(graph_module, meta.size, input_dtype)
+    if precision == "int8":
         from dfscan.export.precision import to_int8
 
         assert calibration is not None

@@ -17,19 +17,32 @@ TORCH_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 
 
 class ExportedDetector(nn.Module):
-    """Detector + softmax, so every runtime returns the probability the scanner thresholds."""
+    """Detector + softmax, so every runtime returns the probability the scanner thresholds.
 
-    def __init__(self, detector: Detector, fake_index: int = 1) -> None:
+    With ``half`` the backbone and head run in float16 while the frontend (normalisation, FFT)
+    and the softmax stay float32: casts at the two boundaries, written here rather than by a
+    graph converter after the fact.
+    """
+
+    def __init__(self, detector: Detector, fake_index: int = 1, half: bool = False) -> None:
         super().__init__()
-        self.detector = detector
+        self.detector = detector.half() if half else detector
+        if half:
+            self.detector.frontend.float()  # the DFT bases and mean/std stay float32
         self.fake_index = fake_index
+        self.half = half
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.detector(image)
+        features = self.detector.frontend(image)
+        if self.half:
+            features = features.half()
+        logits = self.detector.head(self.detector.backbone(features)).float()
         return torch.softmax(logits, dim=1)[:, self.fake_index], logits
 
 
-def exportable(model: Detector, classes: tuple[str, ...] = ("real", "fake")) -> ExportedDetector:
+def exportable(
+    model: Detector, classes: tuple[str, ...] = ("real", "fake"), half: bool = False
+) -> ExportedDetector:
     """A copy in eval mode whose FFT (if any) is the matmul form with constant bases.
 
     The weights are shared in value, not in identity: the caller's model keeps its training
@@ -38,7 +51,7 @@ def exportable(model: Detector, classes: tuple[str, ...] = ("real", "fake")) -> 
     model = copy.deepcopy(model).cpu().eval()
     if isinstance(model.frontend, FFTFrontend):
         model.frontend.use_impl("matmul")
-    return ExportedDetector(model, classes.index("fake")).eval()
+    return ExportedDetector(model, classes.index("fake"), half).eval()
 
 
 def example_batch(size: int, dtype: InputDType, batch: int = 2, seed: int = 0) -> Tensor:

@@ -55,6 +55,27 @@ def op_types(proto: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in proto.graph.node}
 
 
+def _producers(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in proto.graph.node for out in node.output}
+
+
+def frontend_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Nodes that compute the first convolution's input from the image: the frontend."""
+    first_conv = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
+    if first_conv is None:
+        return []
+    producers = _producers(proto)
+    seen: set[str] = set()
+    stack = [first_conv.input[0]]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(node.input)
+    return [n.name for n in proto.graph.node if n.name in seen]
+
+
 def attach_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     """Replace any ``dfscan.*`` props; keep the ones tools like the quantizer wrote."""
     props = meta.to_props()

@@ -1,10 +1,10 @@
-"""Reduced-precision variants of an exported fp32 graph.
+"""int8 variant of an exported fp32 graph (fp16 is built in torch: ``exportable(half=True)``).
 
-Both keep the graph's I/O as exported (uint8 or float32 in, float32 out) and keep the
-frontend (normalisation, and the DFT matmuls of ``fft`` models) in float32: the unitary DFT of
-0-255 pixels reaches ~255·S at DC (57,000 at 224², near fp16's 65,504 maximum), and the
-high-frequency bins that carry generator traces are tiny next to it, so they would not survive
-8-bit or 16-bit arithmetic.
+Both reduced precisions keep the graph's I/O as exported (uint8 or float32 in, float32 out)
+and keep the frontend (normalisation, and the DFT matmuls of ``fft`` models) in float32: the
+unitary DFT of 0-255 pixels reaches ~255·S at DC (57,000 at 224², near fp16's 65,504 maximum),
+and the high-frequency bins that carry generator traces are tiny next to it, so they would not
+survive 8-bit or 16-bit arithmetic.
 """
 
 from __future__ import annotations
@@ -18,57 +18,6 @@ import numpy as np
 import onnx
 
 from dfscan.scanner.errors import DataError
-
-
-def _producers(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {out: node for node in proto.graph.node for out in node.output}
-
-
-def frontend_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Nodes that compute the first convolution's input from the image: the frontend."""
-    first_conv = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
-    if first_conv is None:
-        return []
-    producers = _producers(proto)
-    seen: set[str] = set()
-    stack = [first_conv.input[0]]
-    while stack:
-        node = producers.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        stack.extend(node.input)
-    return [n.name for n in proto.graph.node if n.name in seen]
-
-
-def head_tail_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Softmax and what follows it: p_fake is computed in float32 from the logits."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    start = [n for n in proto.graph.node if n.op_type == "Softmax"]
-    seen: set[str] = set()
-    while start:
-        node = start.pop()
-        if node.name in seen:
-            continue
-        seen.add(node.name)
-        for out in node.output:
-            start.extend(consumers.get(out, []))
-    return [n.name for n in proto.graph.node if n.name in seen]
-
-
-def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Backbone and head in float16 (weights halve); frontend and softmax stay float32."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    del proto.graph.value_info[:]  # stale float32 shapes from the exporter confuse the casts
-    blocked = frontend_nodes(proto) + head_tail_nodes(proto)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one warning per truncated tiny weight
-        return convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked)
 
 
 class _BatchReader:
