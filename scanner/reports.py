@@ -5,8 +5,8 @@ last row is cut mid-write. Reading back keeps the complete rows and reports wher
 resuming truncates the cut row and appends: no file is lost and none appears twice.
 
 Paths are written exactly as discovery produced them (the scanned folder as given + the
-relative path). File names that are not valid UTF-8 survive the round trip through
-``surrogateescape``.
+relative path). File names that are not valid UTF-8 survive the round trip: the CSV keeps their
+bytes (``surrogateescape``, like ``ls``), the JSONL escapes them (``\\udcXX``) and stays UTF-8.
 """
 
 from __future__ import annotations
@@ -137,7 +137,13 @@ class JsonlReport:
         self._file: IO[str] = open(path, "a" if append else "w", **_ENCODING)  # noqa: SIM115
 
     def write(self, row: Row) -> None:
-        self._file.write(json.dumps(row.to_record(), ensure_ascii=False) + "\n")
+        text = json.dumps(row.to_record(), ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a non-UTF-8 file name: \udcXX escapes keep it valid
+                text = json.dumps(row.to_record())
+        self._file.write(text + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -97,11 +97,15 @@ class ScanResult:
         }
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _no_images(roots: Sequence[Path], stats: DiscoveryStats) -> DataError:
     where = ", ".join(str(r) for r in roots)
-    seen = f"; {stats.ignored} other files ignored" if stats.ignored else ""
+    seen = f"; ignored {_plural(stats.ignored, 'file')} of other types" if stats.ignored else ""
     if stats.unlisted:
-        seen += f"; {len(stats.unlisted)} folders could not be listed"
+        seen += f"; could not list {_plural(len(stats.unlisted), 'folder')}"
     return DataError(
         f"no images found in {where}{seen}",
         hint="looked for " + " ".join(sorted(IMAGE_EXTENSIONS)) + " (any case), recursively",
@@ -172,8 +176,9 @@ def run_scan(
         _count_in_background(roots, reports.done, progress, stop)
     todo = (f for f in itertools.chain([first], files) if f.path not in reports.done)
     start = time.perf_counter()
+    scored_files = score(todo, detector, options.batch_size, options.workers)
     try:
-        for scored in score(todo, detector, options.batch_size, options.workers):
+        for scored in scored_files:
             row = Row.from_scored(scored, threshold)
             reports.write(row)
             tallies.add(row)
@@ -186,6 +191,7 @@ def run_scan(
             progress.set_total(result.scanned)
     finally:
         stop.set()
+        scored_files.close()  # stops the decoding pool now, also on Ctrl-C
         reports.close()
         result.elapsed_s = time.perf_counter() - start
         result.ignored, result.unlisted = stats.ignored, stats.unlisted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,106 @@ def make_folder_dataset(
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_folder_dataset(tmp_path / "data")
+
+
+# --- scanner fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def brightness_onnx(tmp_path: Path) -> Path:
+    """The test detector (p_fake = mean brightness): see tests/onnx_models.py."""
+    from .onnx_models import brightness_model
+
+    return brightness_model(tmp_path / "models" / "brightness.onnx")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def decompression_bomb_png() -> bytes:
+    """A 63-byte PNG whose header claims 50000×50000 pixels (far over Pillow's limit)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def encoded(array: np.ndarray, fmt: str, **save_kwargs) -> bytes:
+    return io_bytes(Image.fromarray(array), fmt, **save_kwargs)
+
+
+def write_awkward_files(root: Path) -> dict[str, str | float]:
+    """Every kind of bad or unusual input the scanner must survive, under ``root``.
+
+    Returns {path relative to root: expected}, where expected is an error substring (str) or
+    the p_fake the brightness model gives (float; within 0.02 for lossy formats). Each of these
+    files must end up as exactly one report row.
+    """
+    expected: dict[str, str | float] = {}
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+    def put(rel: str, data: bytes, expect: str | float) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        expected[rel] = expect
+
+    put("bad/zero-byte.jpg", b"", "not a readable image")
+    jpeg = encoded(photo, "JPEG")
+    put("bad/truncated.jpg", jpeg[: len(jpeg) // 2], "not a readable image")
+    png = encoded(photo, "PNG")
+    put("bad/truncated.png", png[: len(png) // 2], "not a readable image")
+    put("bad/text.jpg", b"this is not an image\n" * 10, "not a readable image")
+    put("bad/bomb.png", decompression_bomb_png(), "decompression bomb")
+
+    cmyk = io_bytes(Image.new("CMYK", (32, 32), (0, 0, 0, 0)), "JPEG")  # CMYK white
+    put("odd/cmyk.JPG", cmyk, 1.0)
+    sixteen = Image.fromarray(np.full((32, 32), 32896, dtype=np.uint16))  # 50.2% grey
+    put("odd/sixteen-bit.png", io_bytes(sixteen, "PNG"), 128 / 255)
+    palette = Image.new("P", (32, 32), 0)
+    palette.putpalette([0, 0, 0] * 256)
+    put("odd/palette-transparent.png", io_bytes(palette, "PNG", transparency=0), 1.0)
+    frames = [Image.new("RGB", (32, 32), c) for c in ((0, 0, 0), (255, 255, 255))]
+    for fmt, name in (("GIF", "odd/animated.gif"), ("WEBP", "odd/animated.webp")):
+        data = io_bytes(frames[0], fmt, save_all=True, append_images=frames[1:], lossless=True)
+        put(name, data, 0.0)  # the first (black) frame, not the white one
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° on display
+    tall = np.zeros((20, 40, 3), dtype=np.uint8)
+    put("odd/rotated.jpeg", encoded(tall, "JPEG", exif=exif.tobytes()), 0.0)  # shown 20×40
+    put("odd/ünïcødé name 图像 #1.png", encoded(np.full((24, 24, 3), 51, np.uint8), "PNG"), 0.2)
+    put("odd/folder.png/inside.PNG", encoded(np.full((24, 24, 3), 255, np.uint8), "PNG"), 1.0)
+
+    (root / "links").mkdir(parents=True, exist_ok=True)
+    (root / "links" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "links" / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    expected["links/dangling.jpg"] = "broken symbolic link"
+    (root / "links" / "self.png").symlink_to(root / "links" / "self.png")
+    expected["links/self.png"] = "cannot follow"
+    os.mkfifo(root / "links" / "fifo.jpg")
+    expected["links/fifo.jpg"] = "not a regular file"
+    (root / "links" / "notes.txt").write_text("not an image, ignored")
+    if os.geteuid() != 0:  # root reads anything: there the vanished-file test covers this path
+        put("bad/unreadable.png", png, "cannot read file")
+        (root / "bad/unreadable.png").chmod(0)
+    return expected
+
+
+def io_bytes(image: Image.Image, fmt: str, **save_kwargs) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, fmt, **save_kwargs)
+    return buf.getvalue()
