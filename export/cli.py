@@ -12,6 +12,7 @@ from dfscan.scanner.cli_support import console, err_console, report_errors
 
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
+    app.command("demo")(demo)
 
 
 @report_errors
@@ -74,3 +75,17 @@ def export(
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     result.raise_for_parity()
     console.print(f"done in {result.seconds:.1f} s")
+
+
+@report_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the data, run, model and report.")] = Path(
+        "dfscan-demo"
+    ),
+    input: Annotated[str, typer.Option(help="Detector input: spatial or fft.")] = "spatial",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
+) -> None:
+    """Build demo data, train a small detector, export it to ONNX and scan the test images."""
+    from dfscan.export.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=out, input=input, epochs=epochs), console, err_console)

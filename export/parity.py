@@ -70,13 +70,15 @@ class ParityReport:
     def table(self) -> Table:
         labelled = self.reference_ap is not None
         table = Table(title=f"parity on {self.images} images ({self.origin})", title_justify="left")
-        for col in ("runtime", "precision", "max |Δ p_fake|", "max |Δ logit|", "agreement"):
-            table.add_column(col, justify="left" if col in ("runtime", "precision") else "right")
-        if labelled:
+        table.add_column("runtime", no_wrap=True)
+        table.add_column("dtype")
+        for col in ("Δp max", "Δlogit max", "agree"):
+            table.add_column(col, justify="right")
+        if labelled:  # each runtime's own AP/AUC on these images
             table.add_column("AP", justify="right")
             table.add_column("AUC", justify="right")
-        table.add_column("check")
-        ref = ["torch eager (reference)", "fp32", "-", "-", "-"]
+        table.add_column("")
+        ref = ["eager (ref)", "fp32", "-", "-", "-"]
         table.add_row(*ref, *([_fmt(self.reference_ap), _fmt(self.reference_auc)] * labelled), "")
         for r in self.rows:
             verdict = (
@@ -86,8 +88,12 @@ class ParityReport:
                 if not r.passed
                 else ""
             )
-            cells = [r.runtime, r.precision, f"{r.max_dp:.2e}", f"{r.max_dlogit:.2e}"]
-            cells.append(f"{100 * r.agreement:.1f} %")
+            cells = [r.runtime, r.precision, f"{r.max_dp:.1e}", f"{r.max_dlogit:.1e}"]
+            cells.append(
+                f"{100 * r.agreement:.0f}%"
+                if r.agreement in (0, 1)
+                else f"{100 * r.agreement:.1f}%"
+            )
             if labelled:
                 cells += [_fmt(r.ap), _fmt(r.auc)]
             table.add_row(*cells, verdict)
@@ -103,7 +109,7 @@ class ParityReport:
 
 
 def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def as_input(batch: np.ndarray, dtype: InputDType) -> np.ndarray:
@@ -188,21 +194,21 @@ def check_parity(
     report.reference_ap, report.reference_auc = ranking_metrics(labels, ref.p_fake)
     if exported is not None:
         out = run_torch(exported.eval(), batch, input_dtype)
-        report.rows.append(compare("torch eager, export form", "fp32", ref, out, labels, tol))
+        report.rows.append(compare("eager export", "fp32", ref, out, labels, tol))
     if torchscript_path is not None:
         module, _ = load_torchscript(torchscript_path)
         out = run_torch(module, batch, input_dtype)
         report.rows.append(compare("TorchScript", "fp32", ref, out, labels, tol))
     session = load_session(onnx_path, [CPU])
     report.rows.append(
-        compare("onnxruntime CPU", precision, ref, run_onnx(session, batch), labels, onnx_tol)
+        compare("ORT CPU", precision, ref, run_onnx(session, batch), labels, onnx_tol)
     )
     if cuda:
         try:
             opened = open_session(onnx_path, "cuda")
         except DeviceError as exc:
-            report.notes.append(f"onnxruntime CUDA not checked: {exc.message}")
+            report.notes.append(f"ORT CUDA not checked: {exc.message}")
         else:
             out = run_onnx(opened.session, batch)
-            report.rows.append(compare("onnxruntime CUDA", precision, ref, out, labels, onnx_tol))
+            report.rows.append(compare("ORT CUDA", precision, ref, out, labels, onnx_tol))
     return report

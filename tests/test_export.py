@@ -46,7 +46,7 @@ def test_every_model_exports_and_agrees(arch: str, variant: str, tmp_path: Path)
     report = result.parity
     assert report is not None and report.passed, report.failures()
     runtimes = {r.runtime for r in report.rows}
-    assert {"TorchScript", "onnxruntime CPU", "torch eager, export form"} <= runtimes
+    assert {"TorchScript", "ORT CPU", "eager export"} <= runtimes
     assert all(r.max_dp <= 1e-4 and r.agreement == 1.0 for r in report.rows)
     assert report.images >= 20  # decoded photos, not only random tensors
 

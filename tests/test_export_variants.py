@@ -49,7 +49,7 @@ def test_fp16_halves_the_weights_and_keeps_the_fft_in_float(fft_checkpoint, tmp_
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in proto.graph.output)
     assert read_model_meta(tmp_path / "fp16.onnx").precision == "fp16"
-    row = next(r for r in fp16.parity.rows if r.runtime == "onnxruntime CPU")
+    row = next(r for r in fp16.parity.rows if r.runtime == "ORT CPU")
     assert row.precision == "fp16" and row.tolerance is None and row.max_dp < 0.05
 
 
@@ -65,7 +65,7 @@ def test_int8_quantises_conv_and_gemm_only(fft_checkpoint, tiny_dataset: Path, t
     assert matmuls and _float_inputs_of(proto, matmuls)  # the DFT stays float
     meta = read_model_meta(out)
     assert meta.precision == "int8" and meta.arch == "resnet50"  # props survive quantisation
-    row = next(r for r in result.parity.rows if r.runtime == "onnxruntime CPU")
+    row = next(r for r in result.parity.rows if r.runtime == "ORT CPU")
     assert row.precision == "int8" and row.max_dp < 0.5
     assert result.onnx_bytes < 0.4 * (tmp_path.stat().st_size or 1) or result.onnx_bytes < 40e6
 
