@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Collection, Iterable, Iterator
@@ -117,13 +118,22 @@ def walk(
 
 
 def check_roots(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The folders to scan, or a DataError naming the first that does not exist."""
+    """The folders to scan: they exist, and none lies inside another (its files would be
+    scanned twice, under two generators)."""
     checked = [Path(r) for r in roots]
     if not checked:
         raise DataError("no folder to scan given")
     for root in checked:
         if not root.exists():
             raise DataError(f"folder not found: {root}")
+    resolved = [r.resolve() for r in checked]
+    for i, j in itertools.permutations(range(len(checked)), 2):
+        inside = resolved[i].is_relative_to(resolved[j])
+        if inside and (resolved[i] != resolved[j] or i > j):  # the same folder: name it once
+            raise DataError(
+                f"{checked[i]} is already scanned as part of {checked[j]}",
+                hint="give each folder once",
+            )
     return checked
 
 

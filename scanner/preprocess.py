@@ -86,7 +86,8 @@ def decode_rgb(source: ImageSource) -> tuple[Image.Image, SourceInfo]:
             animated = bool(getattr(im, "is_animated", False))
             im.seek(0)  # animated GIF/WebP: the first frame
             im.load()
-            rgb = to_rgb(ImageOps.exif_transpose(im))
+            ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to turn
+            rgb = to_rgb(im)
             return rgb, SourceInfo(*rgb.size, im.format, animated)
     except Image.DecompressionBombError as exc:
         raise DataError(f"refused, possible decompression bomb: {exc}") from exc

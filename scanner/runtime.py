@@ -47,6 +47,9 @@ def session_options(threads: int | None = None, optimize: bool = True):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or available_cores()
     so.inter_op_num_threads = 1
+    # Idle ORT threads sleep instead of spinning: the scanner decodes images on the same cores
+    # between runs (ONNX Runtime's advice when its threads share the CPU with other work).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only; warnings about fallbacks are ours to give
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL

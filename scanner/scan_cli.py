@@ -80,9 +80,12 @@ def _progress() -> Progress:
     from rich.text import Text
 
     class RateColumn(ProgressColumn):
+        """Files per second since the start: steadier than Rich's windowed estimate."""
+
         def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:6.1f} img/s" if speed else "    ? img/s", style="cyan")
+            elapsed = task.finished_time or task.elapsed
+            rate = task.completed / elapsed if elapsed and task.completed else None
+            return Text(f"{rate:6.1f} img/s" if rate else "    ? img/s", style="cyan")
 
     return Progress(
         TextColumn("{task.description}"),

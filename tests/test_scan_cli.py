@@ -97,6 +97,24 @@ def test_resume_from_the_cli(tmp_path: Path, brightness_onnx: Path):
     assert "gan" in resumed.stdout and "75.0%" in resumed.stdout  # tallies include old rows
 
 
+def test_ctrl_c_exits_130_and_points_at_resume(tmp_path: Path, brightness_onnx, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dfscan.scanner.scan.run_scan", interrupted)
+    data = labelled_folder(tmp_path / "data")
+    result = scan(data, "-m", brightness_onnx, "--csv", tmp_path / "o.csv")
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr and "--resume" in result.stderr
+
+
+def test_resume_without_a_report_yet_starts_one(tmp_path: Path, brightness_onnx: Path):
+    data = labelled_folder(tmp_path / "data")
+    out = tmp_path / "new.csv"
+    assert scan(data, "-m", brightness_onnx, "--csv", out, "--resume", "-q").exit_code == 0
+    assert len(out.read_text().splitlines()) == 11
+
+
 def one_line_error(result, code: int, text: str) -> None:
     assert result.exit_code == code, (result.exit_code, result.output)
     assert "Traceback" not in result.output

@@ -4,15 +4,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dfscan.scanner import discovery
 from dfscan.scanner.discovery import (
     ROOT_GENERATOR,
     DiscoveryStats,
+    check_roots,
     count_pending,
     iter_image_files,
     walk,
 )
+from dfscan.scanner.errors import DataError
 from dfscan.train.dataset_folder import iter_image_files as train_listing
 
 from .conftest import write_image
@@ -127,3 +130,13 @@ def test_training_listing_moved_here_and_still_relative_to_its_root(tmp_path: Pa
     assert train_listing is iter_image_files
     files = list(iter_image_files(root))
     assert [p.relative_to(root).as_posix() for p in files] == ["real/a.png"]
+
+
+@pytest.mark.parametrize("second", ["data", "data/real", "data/../data/"])
+def test_overlapping_folders_are_refused(tmp_path: Path, second: str):
+    write_image(tmp_path / "data" / "real" / "a.png", PIXELS)
+    with pytest.raises(DataError, match="already scanned as part of"):
+        check_roots([tmp_path / "data", tmp_path / second])
+    siblings = [tmp_path / "data" / "real", tmp_path / "data" / "realer"]  # a prefix, not inside
+    siblings[1].mkdir()
+    assert check_roots(siblings) == siblings
