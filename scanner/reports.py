@@ -15,25 +15,15 @@ import csv
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.pipeline import Scored
 
-COLUMNS = (
-    "path",
-    "generator",
-    "p_fake",
-    "verdict",
-    "threshold",
-    "width",
-    "height",
-    "format",
-    "error",
-)
 FAKE, REAL = "fake", "real"
+T = TypeVar("T")
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
@@ -75,25 +65,28 @@ class Row:
         """Parse a CSV or JSONL record; ValueError (or TypeError) when it is not a row."""
         if set(r) != set(COLUMNS):
             raise ValueError("columns differ")
-
-        def opt(key: str, kind: type) -> object:
-            value = r[key]
-            return None if value in ("", None) else kind(value)
-
-        verdict = opt("verdict", str)
+        verdict = _optional(r["verdict"], str)
         if verdict not in (FAKE, REAL, None):
             raise ValueError(f"verdict {verdict!r}")
         return cls(
             path=str(r["path"]),
             generator=str(r["generator"]),
-            p_fake=opt("p_fake", float),  # type: ignore[arg-type]
-            verdict=verdict,  # type: ignore[arg-type]
+            p_fake=_optional(r["p_fake"], float),
+            verdict=verdict,
             threshold=float(r["threshold"]),  # type: ignore[arg-type]
-            width=opt("width", int),  # type: ignore[arg-type]
-            height=opt("height", int),  # type: ignore[arg-type]
-            format=opt("format", str),  # type: ignore[arg-type]
-            error=opt("error", str),  # type: ignore[arg-type]
+            width=_optional(r["width"], int),
+            height=_optional(r["height"], int),
+            format=_optional(r["format"], str),
+            error=_optional(r["error"], str),
         )
+
+
+COLUMNS = tuple(f.name for f in fields(Row))  # the report format, in order
+
+
+def _optional(value: object, kind: Callable[[Any], T]) -> T | None:
+    """An empty CSV cell or a JSON null is None; anything else must parse as ``kind``."""
+    return None if value in ("", None) else kind(value)
 
 
 class ReportWriter(Protocol):

@@ -38,6 +38,13 @@ def make_folder_dataset(
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_debug_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--debug`` sets DFSCAN_DEBUG in os.environ; undo it after each test, or every later
+    in-process CLI test gets tracebacks instead of exit codes."""
+    monkeypatch.setenv("DFSCAN_DEBUG", "0")
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_folder_dataset(tmp_path / "data")
