@@ -29,6 +29,8 @@ CHUNK = 16  # images per forward pass: bounds memory at large crop sizes
 class ParityError(DfscanError):
     """An exported graph does not compute what the trained model computes."""
 
+    exit_code = 6
+
 
 @dataclass(frozen=True)
 class Outputs:

@@ -115,7 +115,7 @@ def test_failed_parity_exits_non_zero_with_the_numbers(fft_checkpoint, tmp_path:
     result = runner.invoke(
         app, ["export", str(fft_checkpoint), "--onnx", str(tmp_path / "m.onnx"), "--check"]
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 6
     output = " ".join(result.output.split())
     assert "parity check failed" in output and "max |Δ p_fake|" in output
 
