@@ -30,6 +30,13 @@ def export(
         Path | None,
         typer.Option(help="Folder of real photos for int8 activation ranges."),
     ] = None,
+    int8_float_stages: Annotated[
+        str,
+        typer.Option(
+            help="int8: backbone stages kept in float (comma list, or 'none'); the early "
+            "full-resolution stages carry the pixel-level traces."
+        ),
+    ] = "stem,layer1",
     input_dtype: Annotated[
         str, typer.Option(help="Graph input: uint8 (0-255, default) or float32 (0-1).")
     ] = "uint8",
@@ -60,6 +67,9 @@ def export(
         check=check,
         check_images=check_images,
         check_limit=check_limit,
+        int8_float_stages=tuple(
+            p.strip() for p in int8_float_stages.split(",") if p.strip() not in ("", "none")
+        ),
     )
     meta = result.meta
     console.print(

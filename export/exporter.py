@@ -5,15 +5,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from dfscan.export.check_images import bundled_photos, calibration_batches, folder_images
 from dfscan.export.graph_module import INPUT_DTYPES, InputDType, exportable
 from dfscan.export.metadata import build_meta
-from dfscan.export.onnx_writer import attach_metadata, export_onnx_proto, forbid_dft, save_onnx
+from dfscan.export.onnx_writer import (
+    OPSET,
+    attach_metadata,
+    export_onnx_proto,
+    forbid_dft,
+    save_onnx,
+)
 from dfscan.export.parity import ParityError, ParityReport, check_parity
+from dfscan.export.precision import INT8_FLOAT_STAGES
 from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.model_meta import PRECISIONS, ModelMeta
 from dfscan.train.checkpoint import load_checkpoint
+from dfscan.train.detector import STAGES
 
 
 @dataclass
@@ -58,6 +67,7 @@ def export_checkpoint(
     check_images: Path | None = None,
     check_limit: int = 64,
     calibration_limit: int = 128,
+    int8_float_stages: tuple[str, ...] = INT8_FLOAT_STAGES,
 ) -> ExportResult:
     start = time.perf_counter()
     if precision not in PRECISIONS:
@@ -77,8 +87,15 @@ def export_checkpoint(
         if path is not None:
             ensure_writable(path)
 
+    unknown = sorted(set(int8_float_stages) - set(STAGES))
+    if unknown:
+        raise DfscanError(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
+
     loaded = load_checkpoint(checkpoint)
-    meta = build_meta(loaded, precision)
+    settings: dict[str, Any] = {"input_dtype": input_dtype, "opset": OPSET}
+    if precision == "int8":
+        settings |= {"float_stages": list(int8_float_stages), "calibration": calibration.name}
+    meta = replace(build_meta(loaded, precision), export=settings)
     module = exportable(loaded.model, meta.classes)
     graph_module = (
         exportable(loaded.model, meta.classes, half=True) if precision == "fp16" else module
@@ -88,7 +105,8 @@ def export_checkpoint(
         from dfscan.export.precision import to_int8
 
         assert calibration is not None
-        proto = to_int8(proto, calibration_batches(calibration, meta.preprocess, calibration_limit))
+        batches = calibration_batches(calibration, meta.preprocess, calibration_limit)
+        proto = to_int8(proto, batches, int8_float_stages)
     forbid_dft(proto)
     attach_metadata(proto, meta)
     result = ExportResult(onnx_path, save_onnx(proto, onnx_path), meta, 0.0)

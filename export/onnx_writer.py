@@ -42,7 +42,18 @@ def export_onnx_proto(module: ExportedDetector, size: int, dtype: InputDType) ->
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     forbid_dft(proto)
+    strip_stack_traces(proto)
     return proto
+
+
+def strip_stack_traces(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node Python stack traces: they hold the exporting machine's
+    file paths and are of no use to a runtime (module scopes are kept: int8 reads them)."""
+    for node in proto.graph.node:
+        kept = [(p.key, p.value) for p in node.metadata_props if "stack_trace" not in p.key]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
 
 
 def forbid_dft(proto: onnx.ModelProto) -> None:

@@ -9,9 +9,10 @@ survive 8-bit or 16-bit arithmetic.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,33 @@ class _BatchReader:
         return None if batch is None else {self.input_name: batch}
 
 
-def to_int8(proto: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> onnx.ModelProto:
+INT8_FLOAT_STAGES = ("stem", "layer1")
+"""Stages int8 leaves in float. Forensic traces are pixel-level residuals computed by the
+full-resolution stages, where a weight rounded to 8 bits no longer cancels the image content
+and activation rounding adds noise of the signal's own size. Measured on the demo Lite0
+(validation AP 0.913 in fp32): all convs int8 → AP 0.603 (max |Δp| 0.97); stem in float →
+0.889; stem + layer1 in float → 0.911 (max |Δp| 0.12)."""
+
+
+def stage_of(node: onnx.NodeProto) -> str | None:
+    """The backbone stage a node was exported from (the exporter records module scopes)."""
+    scopes = next(
+        (p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), ""
+    )
+    found = re.findall(r"backbone\.stages\.(\w+)", scopes)
+    return found[0] if found else None
+
+
+def to_int8(
+    proto: onnx.ModelProto,
+    calibration: Iterable[np.ndarray],
+    float_stages: Sequence[str] = INT8_FLOAT_STAGES,
+) -> onnx.ModelProto:
     """Static QDQ quantisation of Conv and Gemm (per-channel int8 weights, uint8 activations).
 
-    MatMul is not in the quantised op set, so the DFT bases and their products stay float.
-    Activation ranges come from ``calibration`` batches (real photos, as the model sees them).
+    MatMul is not in the quantised op set, so the DFT bases and their products stay float, and
+    so do the convolutions of ``float_stages``. Activation ranges come from ``calibration``
+    batches (real photos, as the model sees them).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -47,6 +70,11 @@ def to_int8(proto: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> onnx.M
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = proto.graph.input[0].name
+    keep_float = [
+        n.name
+        for n in proto.graph.node
+        if n.op_type in ("Conv", "Gemm") and stage_of(n) in set(float_stages)
+    ]
     batches = iter(calibration)
     first = next(batches, None)
     if first is None:
@@ -72,5 +100,6 @@ def to_int8(proto: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> onnx.M
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=keep_float,
             )
         return onnx.load(str(out))

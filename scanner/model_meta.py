@@ -36,7 +36,7 @@ OUTPUT_P_FAKE = "p_fake"
 OUTPUT_LOGITS = "logits"
 PRECISIONS = ("fp32", "fp16", "int8")
 
-_JSON_FIELDS = ("classes", "training", "metrics", "versions")
+_JSON_FIELDS = ("classes", "training", "metrics", "versions", "export")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ModelMeta:
     training: dict[str, Any] = field(default_factory=dict)  # generators, counts, split hash
     metrics: dict[str, Any] = field(default_factory=dict)  # validation/test metrics
     versions: dict[str, str] = field(default_factory=dict)  # dfscan/torch/onnx at export
+    export: dict[str, Any] = field(default_factory=dict)  # input dtype, opset, int8 settings
     format_version: int = ONNX_FORMAT_VERSION
 
     @property
@@ -75,6 +76,7 @@ class ModelMeta:
             "training": json.dumps(self.training, sort_keys=True),
             "metrics": json.dumps(self.metrics, sort_keys=True),
             "versions": json.dumps(self.versions, sort_keys=True),
+            "export": json.dumps(self.export, sort_keys=True),
         }
         return {PREFIX + k: v for k, v in props.items()}
 
@@ -109,6 +111,7 @@ class ModelMeta:
                 training=parsed["training"] or {},
                 metrics=parsed["metrics"] or {},
                 versions=parsed["versions"] or {},
+                export=parsed["export"] or {},
                 format_version=version,
             )
         except KeyError as exc:

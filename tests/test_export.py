@@ -59,6 +59,7 @@ def test_every_model_exports_and_agrees(arch: str, variant: str, tmp_path: Path)
         assert load_checkpoint(ckpt).model.frontend.impl == "torch"
     assert all(i.data_location != onnx.TensorProto.EXTERNAL for i in proto.graph.initializer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt", "m.onnx", "m.ts"]
+    assert str(Path.cwd()) not in onnx_path.read_bytes().decode("latin-1")  # no local paths
 
     io = load_session(onnx_path, [CPU])
     (inp,) = io.get_inputs()
@@ -93,6 +94,7 @@ def test_metadata_round_trip(exported_fft):
     assert meta.training["root"] == "demo"  # the folder name travels, not the trainer's path
     assert meta.metrics["val"]["ap"] == 0.9
     assert {"dfscan", "torch", "onnx"} <= set(meta.versions)
+    assert meta.export == {"input_dtype": "uint8", "opset": OPSET}
     assert ModelMeta.from_props(meta.to_props()) == meta
     _, ts_meta = load_torchscript(ts_path)
     assert ts_meta == meta
