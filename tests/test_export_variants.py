@@ -81,21 +81,12 @@ def test_int8_quantises_conv_and_gemm_only(fft_checkpoint, tiny_dataset: Path, t
 @pytest.mark.slow
 def test_trained_demo_model_exports_with_parity_and_ap(tmp_path: Path):
     from dfscan.train.demo_data import build_demo_dataset
-    from dfscan.train.loop import TrainConfig, train
+    from dfscan.train.loop import train
+    from tests.test_train import tiny_config
 
     data = build_demo_dataset(tmp_path / "demo", n_real=40, size=64).root
-    cfg = TrainConfig(
-        data=data,
-        out=tmp_path / "run",
-        arch="efficientnet_lite0",
-        input="fft",
-        weights="none",
-        size=48,
-        epochs=1,
-        batch_size=16,
-        workers=0,
-        max_steps=3,
-    )
+    arch = "efficientnet_lite0"
+    cfg = tiny_config(data, tmp_path / "run", arch=arch, size=48, batch_size=16, max_steps=3)
     train(cfg)
     result = runner.invoke(
         app,
