@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from dfscan.scanner import __version__
+from dfscan.scanner.bench_cli import bench
 from dfscan.scanner.cli_support import set_debug
 from dfscan.scanner.scan_cli import SCAN_HELP, scan
 
@@ -47,6 +48,7 @@ def _root(
 
 
 app.command("scan", help=SCAN_HELP)(scan)
+app.command("bench")(bench)
 
 
 def _load_plugins() -> None:

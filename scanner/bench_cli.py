@@ -1,0 +1,155 @@
+"""The ``dfscan bench`` command: runs :func:`dfscan.scanner.bench.run_bench` and shows it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.scan_cli import DeviceChoice
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.1f}"
+
+
+def bench_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(stage, what, images/s, notes) rows of the summary table."""
+    rows = []
+    for fmt, d in report["decode"].items():
+        rows.append(
+            ("decode+preprocess", f"{fmt}, 1 thread", _rate(d["images_per_s_1_thread"]), "")
+        )
+        rows.append(
+            (
+                "decode+preprocess",
+                f"{fmt}, {d['workers']} threads",
+                _rate(d["images_per_s_pool"]),
+                "",
+            )
+        )
+    for m in report["model_only"]:
+        rows.append(
+            (
+                "model only",
+                f"{m['provider'].replace('ExecutionProvider', '')}, batch {m['batch_size']}",
+                _rate(m["images_per_s"]),
+                f"p50 {m['latency_p50_ms']:.1f} ms, p95 {m['latency_p95_ms']:.1f} ms per batch",
+            )
+        )
+    for fmt, s in report["scan"].items():
+        frac = s.get("fraction_of_model_only")
+        note = "" if frac is None else f"{100 * frac:.0f}% of model-only"
+        rows.append(("end-to-end scan", fmt, _rate(s["images_per_s"]), note))
+    for m in report["memory"]:
+        rows.append(
+            (
+                "scan memory",
+                f"{m['files']:,} small files",
+                _rate(m["files_per_s"]),
+                "peak RSS n/a"
+                if m["peak_rss_mb"] is None
+                else f"peak RSS {m['peak_rss_mb']:.0f} MB",
+            )
+        )
+    torch = report.get("torch")
+    if torch:
+        for r in torch["runtimes"]:
+            rows.append(("PyTorch side", r["name"], _rate(r["images_per_s"]), r.get("note", "")))
+        for name, value in torch["ratios"].items():
+            rows.append(("ratio", name, "", "n/a" if value is None else f"{value:.2f}×"))
+    cli = report["cli_startup_s"]
+    rows.append(
+        ("CLI start-up", "--help / --version", "", f"{cli['help']:.2f} s / {cli['version']:.2f} s")
+    )
+    return rows
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    m, model = report["machine"], report["model"]
+    console.print(
+        f"{m['cpu']}, {m['cores_available']} cores, GPU: {m['gpu'] or 'none'}; onnxruntime "
+        f"{m['onnxruntime']}; model {model['arch']} {model['input']} {model['crop_size']}² "
+        f"{model['precision']} on {model['provider']}; images: {report['images']['source']}",
+        highlight=False,
+    )
+    table = Table(show_lines=False)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("what")
+    table.add_column("images/s", justify="right")
+    table.add_column("notes")
+    for row in bench_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"peak RSS of this benchmark: {report['peak_rss_mb']:.0f} MB", highlight=False)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise typer.BadParameter(f"{what} must be positive")
+    return values
+
+
+@report_errors
+def bench(
+    model: Annotated[
+        Path, typer.Option("--model", "-m", help="A .onnx detector written by dfscan export.")
+    ],
+    folder: Annotated[
+        Path | None,
+        typer.Argument(help="Images to measure on; default: synthetic 1024² JPEGs and PNGs."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also measure PyTorch eager/TorchScript, the seed's pipeline, int8 and the "
+            "other input variant (needs dfscan[export])."
+        ),
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.auto,
+    batch_sizes: Annotated[str, typer.Option(help="Model-only batch sizes.")] = "1,8,16,32",
+    images: Annotated[int, typer.Option(min=1, help="Synthetic images per format.")] = 64,
+    memory_files: Annotated[
+        str,
+        typer.Option(help="Scan memory for folders of these many small files (e.g. 1000,20000)."),
+    ] = "",
+    min_seconds: Annotated[
+        float, typer.Option(min=0.0, help="Minimum timing per model-only measurement.")
+    ] = 3.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON.")
+    ] = None,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Tiny sizes: checks that every stage runs (CI).")
+    ] = False,
+) -> None:
+    """Measure decoding, the model alone, end-to-end scans, memory and start-up."""
+    from dfscan.scanner.bench import BenchSettings, run_bench
+
+    common = dict(model=model, folder=folder, device=device.value, checkpoint=checkpoint)
+    if smoke:
+        settings = BenchSettings.for_smoke(**common)
+    else:
+        settings = BenchSettings(
+            **common,
+            batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+            images=images,
+            memory_files=_ints(memory_files, "--memory-files"),
+            min_seconds=min_seconds,
+        )
+    report = run_bench(
+        settings, note=lambda msg: err_console.print(f"[dim]{msg}…[/]", highlight=False)
+    )
+    print_report(report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        console.print(f"report: {json_out}", highlight=False)
