@@ -20,6 +20,7 @@ import torch
 
 from dfscan.export.exporter import export_checkpoint
 from dfscan.export.graph_module import exportable
+from dfscan.export.torchscript_writer import quiet_jit
 from dfscan.scanner.bench import BenchSettings, bench_scan, time_repeated
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.preprocess import load_image, to_chw_batch
@@ -110,7 +111,8 @@ def torch_comparisons(
     with torch.inference_mode():
         eager = add(f"PyTorch eager ({cfg.input})", _rate(lambda: model(x), bs, min_s))
         module = exportable(model, cfg.classes)
-        traced = torch.jit.trace(module, (x,), check_trace=False)
+        with quiet_jit():
+            traced = torch.jit.trace(module, (x,), check_trace=False)
         add("TorchScript", _rate(lambda: traced(x), bs, min_s))
 
     note("exporting fp32, int8 and the other input variant")

@@ -24,7 +24,7 @@ EXTRA_FILE = "dfscan.json"
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet_jit() -> Iterator[None]:
     # torch.jit is deprecated in favour of torch.export, and tracing warns about the Python
     # shape checks it freezes (the input size is fixed by design)
     with warnings.catch_warnings():
@@ -38,7 +38,7 @@ def export_torchscript(
     """Trace, save atomically with the metadata inside; returns the file size."""
     tmp = path.with_name(path.name + ".tmp")
     extra = {EXTRA_FILE: json.dumps(meta.to_props(), sort_keys=True)}
-    with _quiet():
+    with quiet_jit():
         traced = torch.jit.trace(module, (example_batch(size, dtype),), check_trace=False)
         torch.jit.save(traced, str(tmp), _extra_files=extra)
     os.replace(tmp, path)
@@ -47,6 +47,6 @@ def export_torchscript(
 
 def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, ModelMeta]:
     extra = {EXTRA_FILE: ""}
-    with _quiet():
+    with quiet_jit():
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module.eval(), ModelMeta.from_props(json.loads(extra[EXTRA_FILE]), str(path))

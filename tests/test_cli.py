@@ -24,7 +24,7 @@ def test_version_and_help():
     assert result.exit_code == 0 and result.stdout.startswith("dfscan ")
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("train", "evaluate", "demo-data", "models"):
+    for command in ("scan", "bench", "train", "evaluate", "demo-data", "models", "export", "demo"):
         assert command in result.stdout
 
 

@@ -1,0 +1,112 @@
+"""dfscan bench: every stage runs and the JSON report has every field (figures not asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dfscan.scanner.bench import REQUIRED_FIELDS, missing_fields
+from dfscan.scanner.cli import app
+from tests.onnx_models import brightness_meta, brightness_model
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    return brightness_model(tmp_path / "m.onnx", brightness_meta(size=32))
+
+
+def _bench(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["bench", *args])
+    return result.exit_code, result.output
+
+
+def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
+    out = tmp_path / "bench.json"
+    code, output = _bench(
+        "--model", str(tiny_model), "--smoke", "--json", str(out), "--device", "cpu"
+    )
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    assert missing_fields(report) == []
+    assert set(report["decode"]) == {"jpeg", "png"}
+    for d in report["decode"].values():
+        assert d["images"] == 4 and d["errors"] == 0 and d["images_per_s_pool"] > 0
+    assert [r["batch_size"] for r in report["model_only"]] == [1, 2]
+    assert all(r["latency_p95_ms"] >= r["latency_p50_ms"] > 0 for r in report["model_only"])
+    for s in report["scan"].values():
+        assert s["images"] == 4 and s["errors"] == 0 and s["fraction_of_model_only"] > 0
+    assert [m["files"] for m in report["memory"]] == [20, 40]
+    assert all(
+        m["peak_rss_mb"] and m["peak_rss_mb"] < report["peak_rss_mb"] * 4 for m in report["memory"]
+    )
+    assert report["cli_startup_s"]["help"] > 0 and report["torch"] is None
+    assert report["model"]["provider"] == "CPUExecutionProvider"
+    assert "end-to-end scan" in output and "model only" in output
+
+
+def test_bench_on_a_folder(tiny_model: Path, tiny_dataset: Path):
+    code, output = _bench(
+        "--model", str(tiny_model), str(tiny_dataset), "--smoke", "--device", "cpu"
+    )
+    assert code == 0, output
+    assert str(tiny_dataset) in " ".join(output.split())
+
+
+def test_missing_fields_names_what_is_missing():
+    assert missing_fields({}) == list(REQUIRED_FIELDS)
+    assert "cli_startup_s.help" in missing_fields({"cli_startup_s": {"version": 0.1}})
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--model", "nope.onnx", "--smoke"], 4, "model not found"),
+        (["--batch-sizes", "1,x"], 2, "comma-separated integers"),
+    ],
+)
+def test_bench_errors(args: list[str], code: int, message: str, tiny_model: Path):
+    if "--model" not in args:
+        args = ["--model", str(tiny_model), *args]
+    result, output = _bench(*args)
+    assert result == code, output
+    assert message in " ".join(output.split())
+
+
+@pytest.mark.slow
+def test_smoke_with_a_checkpoint_measures_the_pytorch_side(tmp_path: Path):
+    pytest.importorskip("onnx")
+    from tests.test_export import random_checkpoint
+
+    ckpt = random_checkpoint(tmp_path / "m.ckpt", "efficientnet_lite0", "spatial", size=32)
+    from dfscan.export.exporter import export_checkpoint
+
+    export_checkpoint(ckpt, tmp_path / "m.onnx")
+    out = tmp_path / "bench.json"
+    code, output = _bench(
+        "--model",
+        str(tmp_path / "m.onnx"),
+        "--checkpoint",
+        str(ckpt),
+        "--smoke",
+        "--json",
+        str(out),
+        "--device",
+        "cpu",
+    )
+    assert code == 0, output
+    torch_part = json.loads(out.read_text())["torch"]
+    names = {r["name"] for r in torch_part["runtimes"]}
+    assert {"TorchScript", "ORT CPU fp32", "ORT CPU int8", "ORT CPU fp32 (fft)"} <= names
+    assert any(n.startswith("seed pipeline") for n in names)
+    for key in (
+        "ORT fp32 / eager",
+        "int8 / fp32",
+        "fft / spatial (ORT fp32)",
+        "scan / seed pipeline",
+    ):
+        assert torch_part["ratios"][key] > 0
