@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
     app.command("demo-data")(demo_data)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    app.command("explain")(explain)
+    app.command("experiments")(experiments)
 
 
 @report_errors
@@ -174,3 +176,92 @@ def evaluate(
         checkpoint, data, split, split_file, out, json, batch_size, workers, device, err_console
     )
     render_report(report, console)
+
+
+@report_errors
+def explain(
+    images: Annotated[list[Path], typer.Argument(help="Image files to explain.")],
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", help="A model.ckpt written by dfscan train.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures.")],
+    layers: Annotated[
+        str,
+        typer.Option(help="Backbone stages to map, comma-separated (stem, layer1 … layer4, all)."),
+    ] = "layer1,layer2,layer3,layer4",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Grad-CAM of the 'fake' class at each layer: one PNG per image, p_fake in the title."""
+    from rich.table import Table
+
+    from dfscan.train.explain import explain as run_explain
+
+    results = run_explain(images, checkpoint, out, layers, device)
+    table = Table(title=f"Grad-CAM → {out}")
+    for column in ("image", "p_fake", "verdict", "figure"):
+        table.add_column(column, justify="right" if column == "p_fake" else "left")
+    for item in results:
+        color = "red" if item.verdict == "fake" else "green"
+        table.add_row(
+            item.source,
+            f"{item.p_fake:.3f}",
+            f"[{color}]{item.verdict}[/]",
+            item.figure.name if item.figure else "",
+        )
+    console.print(table)
+
+
+@report_errors
+def experiments(
+    data: Annotated[
+        Path, typer.Argument(help="Dataset folder: real/ and one folder per generator.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for runs/, results.* and report.html.")
+    ] = Path("runs/experiments"),
+    grid: Annotated[
+        str | None,
+        typer.Option(help="Grid: a TOML/JSON file or a built-in: seed (default), demo30, quick."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny runs on 32² crops (the quick grid by default).")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    cam_images: Annotated[int, typer.Option(help="Test images in each run's Grad-CAM panel.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the shared split.")] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the runs and their state; train nothing.")
+    ] = False,
+    show_grid: Annotated[
+        bool, typer.Option("--show-grid", help="Print the grid as TOML and exit.")
+    ] = False,
+) -> None:
+    """Train and evaluate a grid of configurations on one split; tables and an HTML report."""
+    from dfscan.train.experiments import grid_toml, load_grid, markdown_table
+
+    chosen = load_grid(grid, quick)
+    if show_grid:
+        typer.echo(grid_toml(chosen), nl=False)
+        return
+    if dry_run:
+        from dfscan.train.experiments import collect_rows
+
+        console.print(f"grid {chosen.name} ({chosen.mode}): {len(chosen.expand())} runs")
+        rows = collect_rows(out, chosen.expand())
+        console.print(markdown_table(rows), markup=False, highlight=False, soft_wrap=True)
+        return
+    from dfscan.train.experiments import run_experiments
+
+    try:
+        result = run_experiments(data, out, chosen, workers, device, cam_images, seed, err_console)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[yellow]interrupted[/]; finished runs are in {out}/results.md "
+            "(run the same command again to continue)"
+        )
+        raise typer.Exit(130) from None
+    console.print(markdown_table(result.rows), markup=False, highlight=False, soft_wrap=True)
+    failed = f", [red]{len(result.failed)} failed[/]" if result.failed else ""
+    files = f"{result.csv}, {result.markdown}, {result.html}"
+    console.print(f"{len(result.rows)} runs{failed} → {files}")
