@@ -21,7 +21,7 @@ import numpy as np
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.preprocess import PreprocessConfig, decode_rgb, prepare
+from dfscan.scanner.preprocess import PreprocessConfig, decode_rgb, decode_side, prepare
 from dfscan.scanner.runtime import available_cores
 
 
@@ -57,7 +57,7 @@ def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
     if found.problem is not None:
         return Decoded(found, error=found.problem)
     try:
-        img, info = decode_rgb(found.path)
+        img, info = decode_rgb(found.path, decode_side(cfg))
         pixels = prepare(img, cfg)
     except DataError as exc:
         return Decoded(found, error=exc.message)

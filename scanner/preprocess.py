@@ -25,6 +25,7 @@ from dfscan.scanner.errors import DataError
 Mode = Literal["crop", "resize"]
 MODES: tuple[Mode, ...] = ("crop", "resize")
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+ORIENTATION_TAG = 0x0112
 ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as browsers do
 
 ImageSource = str | Path | BinaryIO | bytes | Image.Image
@@ -65,17 +66,37 @@ class SourceInfo:
     animated: bool  # only the first frame was used
 
 
-def open_rgb(source: ImageSource) -> Image.Image:
+def decode_side(cfg: PreprocessConfig, regions: int = 1) -> int | None:
+    """How small a JPEG may be decoded for ``cfg`` (reduce-on-decode), or None: not at all.
+
+    ``resize`` resamples anyway, so libjpeg may scale by 1/2, 1/4 or 1/8 in the DCT domain
+    while the shorter side stays ≥ the ``regions``·size it needs: a 1024² photo for a 224 model
+    decodes at 256², 16× fewer pixels. ``crop`` keeps native pixels and is never reduced.
+    Training and scanning both decode through here, so both see the same pixels.
+    """
+    return cfg.size * regions if cfg.mode == "resize" else None
+
+
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
+
+
+def open_rgb(source: ImageSource, draft_side: int | None = None) -> Image.Image:
     """Decode the first frame, apply EXIF orientation and convert to 8-bit RGB.
 
     Raises ``DataError`` for anything that is not a decodable image (including Pillow's
-    decompression-bomb error, which stays enabled).
+    decompression-bomb error, which stays enabled). ``draft_side``: see :func:`decode_side`.
     """
-    return decode_rgb(source)[0]
+    return decode_rgb(source, draft_side)[0]
 
 
-def decode_rgb(source: ImageSource) -> tuple[Image.Image, SourceInfo]:
-    """:func:`open_rgb` plus what the file was (format, size, animation), from the same decode."""
+def decode_rgb(
+    source: ImageSource, draft_side: int | None = None
+) -> tuple[Image.Image, SourceInfo]:
+    """:func:`open_rgb` plus what the file was (format, size, animation), from the same decode.
+
+    The reported size is the file's (after EXIF orientation), also when the JPEG was decoded
+    reduced.
+    """
     if isinstance(source, Image.Image):
         rgb = to_rgb(ImageOps.exif_transpose(source))
         return rgb, SourceInfo(*rgb.size, source.format, bool(getattr(source, "is_animated", 0)))
@@ -85,10 +106,15 @@ def decode_rgb(source: ImageSource) -> tuple[Image.Image, SourceInfo]:
         with Image.open(source) as im:
             animated = bool(getattr(im, "is_animated", False))
             im.seek(0)  # animated GIF/WebP: the first frame
+            width, height = im.size
+            if im.getexif().get(ORIENTATION_TAG, 1) in _SWAPS_SIDES:
+                width, height = height, width
+            if draft_side is not None and im.format == "JPEG":
+                im.draft(None, (draft_side, draft_side))
             im.load()
             ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to turn
             rgb = to_rgb(im)
-            return rgb, SourceInfo(*rgb.size, im.format, animated)
+            return rgb, SourceInfo(width, height, im.format, animated)
     except Image.DecompressionBombError as exc:
         raise DataError(f"refused, possible decompression bomb: {exc}") from exc
     except OSError as exc:
@@ -179,7 +205,7 @@ def load_image(
     source: ImageSource, cfg: PreprocessConfig, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """Decode and prepare in one call: what the scanner feeds the model."""
-    return prepare(open_rgb(source), cfg, rng)
+    return prepare(open_rgb(source, decode_side(cfg)), cfg, rng)
 
 
 def to_chw_batch(images: list[np.ndarray]) -> np.ndarray:

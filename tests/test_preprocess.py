@@ -8,6 +8,8 @@ from PIL import Image
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.preprocess import (
     PreprocessConfig,
+    decode_rgb,
+    decode_side,
     four_patches,
     load_image,
     open_rgb,
@@ -160,3 +162,36 @@ def test_config_roundtrip_and_validation():
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(DataError):
         PreprocessConfig(mode="stretch")  # type: ignore[arg-type]
+
+
+def smooth_photo(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    return (127 + 120 * np.stack([np.sin(6 * x), np.cos(5 * y), np.sin(4 * (x + y))], -1)).astype(
+        np.uint8
+    )
+
+
+def test_resize_mode_decodes_jpegs_reduced(tmp_path: Path):
+    """Reduce-on-decode: a 1024x768 JPEG for a 96 model decodes at 1/8 (shorter side 96 ≥ 96),
+    and still reports its real size; the prepared input stays close to the full decode's."""
+    path = write_image(tmp_path / "p.jpg", smooth_photo(768, 1024), quality=95)
+    cfg = PreprocessConfig(96, "resize")
+    assert decode_side(cfg) == 96 and decode_side(cfg, 2) == 192
+    reduced, info = decode_rgb(path, decode_side(cfg))
+    assert reduced.size == (128, 96) and (info.width, info.height) == (1024, 768)
+    full = prepare(open_rgb(path), cfg).astype(int)
+    fast = load_image(path, cfg).astype(int)
+    assert fast.shape == full.shape == (96, 96, 3)
+    assert np.abs(fast - full).mean() < 2.0
+
+
+def test_crop_mode_never_reduces_and_exif_size_is_reported(tmp_path: Path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(smooth_photo(300, 400)).save(path, exif=exif, quality=95)
+    cfg = PreprocessConfig(64, "crop")
+    assert decode_side(cfg) is None
+    np.testing.assert_array_equal(load_image(path, cfg), prepare(open_rgb(path), cfg))
+    img, info = decode_rgb(path, 64)  # reduced: the reported size is still the file's, turned
+    assert img.size[0] < 300 and (info.width, info.height) == (300, 400)

@@ -103,7 +103,7 @@ def test_a_stream_of_broken_files_still_flows(detector: Detector):
 def test_decode_never_raises(tmp_path: Path, monkeypatch):
     path = write_image(tmp_path / "a.png", grey(0))
 
-    def explode(source):
+    def explode(source, draft_side=None):
         raise IndexError("a Pillow bug on a malformed file")
 
     monkeypatch.setattr("dfscan.scanner.pipeline.decode_rgb", explode)

@@ -10,7 +10,13 @@ import torch
 from torch.utils.data import Dataset
 
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.preprocess import PreprocessConfig, four_patches, open_rgb, prepare
+from dfscan.scanner.preprocess import (
+    PreprocessConfig,
+    decode_side,
+    four_patches,
+    open_rgb,
+    prepare,
+)
 from dfscan.train.augment import AugmentConfig, augment
 from dfscan.train.dataset_folder import Sample
 
@@ -53,8 +59,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Batch:
         sample = self.samples[index]
         size = self.preprocess.size
+        aug = self.augmentation
+        four = aug is not None and aug.four_patch
         try:
-            img = open_rgb(self.root / sample.path)
+            img = open_rgb(self.root / sample.path, decode_side(self.preprocess, 2 if four else 1))
         except DataError:
             empty = torch.empty((0, 3, size, size), dtype=torch.uint8)
             return {
@@ -63,9 +71,8 @@ class ImageDataset(Dataset):
                 "index": torch.empty(0, dtype=torch.long),
                 "skipped": torch.tensor([index]),
             }
-        aug = self.augmentation
         rng = np.random.default_rng((self.seed, self.epoch, index)) if aug is not None else None
-        if aug is not None and aug.four_patch:
+        if four:
             views = list(four_patches(img, self.preprocess, rng))
         else:
             views = [prepare(img, self.preprocess, rng)]
