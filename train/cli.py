@@ -247,7 +247,9 @@ def experiments(
     if dry_run:
         from dfscan.train.experiments import collect_rows
 
-        console.print(f"grid {chosen.name} ({chosen.mode}): {len(chosen.expand())} runs")
+        console.print(
+            f"grid {chosen.name} ({chosen.mode}): {len(chosen.expand())} runs", soft_wrap=True
+        )
         rows = collect_rows(out, chosen.expand())
         console.print(markdown_table(rows), markup=False, highlight=False, soft_wrap=True)
         return
@@ -264,4 +266,5 @@ def experiments(
     console.print(markdown_table(result.rows), markup=False, highlight=False, soft_wrap=True)
     failed = f", [red]{len(result.failed)} failed[/]" if result.failed else ""
     files = f"{result.csv}, {result.markdown}, {result.html}"
-    console.print(f"{len(result.rows)} runs{failed} → {files}")
+    runs = f"{len(result.rows)} run{'s' if len(result.rows) != 1 else ''}"
+    console.print(f"{runs}{failed} → {files}", soft_wrap=True)

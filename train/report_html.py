@@ -210,10 +210,13 @@ def _run_section(out: Path, r: dict[str, Any]) -> str:
     from dfscan.train.experiments import KEYS
 
     config = ", ".join(f"{k}={r[k]}" for k in KEYS)
+    folder = html.escape(r["folder"])
+    where = f"runs/{folder}"
+    if run_dir.is_dir():  # links only to what exists
+        where = f"<a href='runs/{folder}/'>{where}</a>"
     parts = [
-        f"<h3 id='{html.escape(r['folder'])}'>#{r['index']} {html.escape(r['run'])} "
-        f"<span class='meta'>(<a href='runs/{html.escape(r['folder'])}/'>"
-        f"runs/{html.escape(r['folder'])}</a>)</span></h3>",
+        f"<h3 id='{folder}'>#{r['index']} {html.escape(r['run'])} "
+        f"<span class='meta'>({where})</span></h3>",
         f"<p class='meta'><code>{html.escape(config)}</code></p>",
     ]
     if r["status"] == "failed":
