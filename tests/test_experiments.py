@@ -82,14 +82,15 @@ class _Refs(HTMLParser):
 
 
 def check_report(out: Path) -> _Refs:
-    """The page parses; every image is an embedded PNG; every link resolves."""
+    """The page parses; every image is embedded (PNG or JPEG); every link resolves."""
     refs = _Refs()
     refs.feed((out / "report.html").read_text(encoding="utf-8"))
     refs.close()
     for src in refs.srcs:
-        assert src.startswith("data:image/png;base64,"), src[:40]
-        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
-            assert im.format == "PNG" and im.width > 50
+        head, payload = src.split(",", 1)
+        fmt = {"data:image/png;base64": "PNG", "data:image/jpeg;base64": "JPEG"}[head]
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as im:
+            assert im.format == fmt and im.width > 50
     for href in refs.hrefs:
         if href.startswith("#"):
             assert href[1:] in refs.ids, href

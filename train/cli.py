@@ -192,6 +192,7 @@ def explain(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Grad-CAM of the 'fake' class at each layer: one PNG per image, p_fake in the title."""
+    from rich.markup import escape
     from rich.table import Table
 
     from dfscan.train.explain import explain as run_explain
@@ -203,10 +204,10 @@ def explain(
     for item in results:
         color = "red" if item.verdict == "fake" else "green"
         table.add_row(
-            item.source,
+            escape(item.source),
             f"{item.p_fake:.3f}",
             f"[{color}]{item.verdict}[/]",
-            item.figure.name if item.figure else "",
+            escape(item.figure.name) if item.figure else "",
         )
     console.print(table)
 

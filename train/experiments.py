@@ -523,7 +523,7 @@ def _run_one(
             device=device,
             console=console,
         )
-        _run_figures(run_dir, data, report, cam_sources, device)
+        _run_figures(run_dir, data, report, cam_sources, device, console)
         result = _result(spec, trained, report, run_dir)
         _write_json(run_dir / RESULT, result)
         (run_dir / ERROR).unlink(missing_ok=True)
@@ -549,7 +549,12 @@ def _run_figures(
     report: dict[str, Any],
     cam_sources: Sequence[tuple[str, str]],
     device: str,
+    console: Console,
 ) -> None:
+    """Confusion matrices and Grad-CAM panels; a figure that fails is a warning, not a failed
+    run (the metrics are what the run is for)."""
+    from rich.markup import escape
+
     from dfscan.train.checkpoint import load_checkpoint
     from dfscan.train.explain import explain_files, plot_explanation_grid
     from dfscan.train.predict import resolve_device
@@ -558,13 +563,16 @@ def _run_figures(
     plot_confusion_strip(report, run_dir / "confusion.png")
     if not cam_sources:
         return
-    dev = resolve_device(device)
-    loaded = load_checkpoint(run_dir / "model.ckpt", dev)
-    paths = [data / rel for _, rel in cam_sources]
-    items = explain_files(loaded, paths, None, dev)
-    labels = [gen for gen, _ in cam_sources]
-    title = f"Grad-CAM of 'fake': {loaded.config.arch} {loaded.config.input}"
-    plot_explanation_grid(items, labels, loaded.config.input, run_dir / "gradcam.png", title)
+    try:
+        dev = resolve_device(device)
+        loaded = load_checkpoint(run_dir / "model.ckpt", dev)
+        paths = [data / rel for _, rel in cam_sources]
+        items = explain_files(loaded, paths, None, dev)
+        labels = [gen for gen, _ in cam_sources]
+        title = f"Grad-CAM of 'fake': {loaded.config.arch} {loaded.config.input}"
+        plot_explanation_grid(items, labels, loaded.config.input, run_dir / "gradcam.png", title)
+    except DfscanError as exc:
+        console.print(f"[yellow]warning:[/] no Grad-CAM panel: {escape(str(exc))}")
 
 
 def _result(
