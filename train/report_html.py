@@ -168,7 +168,7 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
             continue
         values = [_value(r, key) for r in rows if r["status"] == "done"]
         values = [v for v in values if v is not None]
-        if values:
+        if len(values) > 1:
             best[key] = min(values) if key == "test_fpr_real" else max(values)
     out = ["<div class='wide'><table><tr>"]
     out += [f"<th>{html.escape(h)}</th>" for h in header]
@@ -266,7 +266,7 @@ def write_report(out: Path, rows: Sequence[dict[str, Any]], grid: Any) -> Path:
     body = [
         "<h1>dfscan experiments</h1>",
         f"<p class='meta'>grid <b>{html.escape(grid.name)}</b> ({html.escape(grid.mode)}), "
-        f"{len(rows)} runs: {n_done} done, {n_failed} failed, "
+        f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {n_done} done, {n_failed} failed, "
         f"{len(rows) - n_done - n_failed} pending · dfscan {html.escape(__version__)} · "
         f"{stamp}. Every run trains on the same split; metrics are on its test images, at "
         "the threshold calibrated on the validation images (equal error rate). "
