@@ -277,7 +277,7 @@ def test_grid_errors(text, message, tmp_path: Path):
 
 
 def test_cli_grid_options(tmp_path: Path):
-    result = runner.invoke(app, ["experiments", str(tmp_path), "--grid", "demo30", "--show-grid"])
+    result = runner.invoke(app, ["experiments", "--grid", "demo30", "--show-grid"])
     assert result.exit_code == 0 and '[[runs]]\narch = "resnet50"' in result.stdout
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"base": {"arch": "resnet50"}, "axes": {"lr": [0.1, 0.01]}}))
@@ -290,3 +290,5 @@ def test_cli_grid_options(tmp_path: Path):
     assert result.exit_code == 2 and "grid file not found" in result.output
     result = runner.invoke(app, ["experiments", str(tmp_path / "none"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2
+    result = runner.invoke(app, ["experiments", "--quick"])
+    assert result.exit_code == 2 and "missing DATA" in result.output

@@ -215,8 +215,11 @@ def explain(
 @report_errors
 def experiments(
     data: Annotated[
-        Path, typer.Argument(help="Dataset folder: real/ and one folder per generator.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Dataset folder: real/ and one folder per generator.", show_default=False
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for runs/, results.* and report.html.")
     ] = Path("runs/experiments"),
@@ -229,7 +232,9 @@ def experiments(
     ] = False,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    cam_images: Annotated[int, typer.Option(help="Test images in each run's Grad-CAM panel.")] = 4,
+    cam_images: Annotated[
+        int, typer.Option(help="Test images per Grad-CAM panel: a real one, then per generator.")
+    ] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the shared split.")] = 0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the runs and their state; train nothing.")
@@ -239,12 +244,17 @@ def experiments(
     ] = False,
 ) -> None:
     """Train and evaluate a grid of configurations on one split; tables and an HTML report."""
+    from dfscan.scanner.errors import DataError
     from dfscan.train.experiments import grid_toml, load_grid, markdown_table
 
     chosen = load_grid(grid, quick)
     if show_grid:
         typer.echo(grid_toml(chosen), nl=False)
         return
+    if data is None:
+        raise DataError(
+            "missing DATA, the dataset folder", hint="dfscan experiments DATA --out DIR"
+        )
     if dry_run:
         from dfscan.train.experiments import collect_rows
 

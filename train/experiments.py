@@ -417,7 +417,7 @@ def run_experiments(
     grid: Grid,
     workers: int = 2,
     device: str = "auto",
-    cam_images: int = 4,
+    cam_images: int = 5,
     split_seed: int = 0,
     console: Console | None = None,
 ) -> ExperimentsResult:
