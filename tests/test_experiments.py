@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from dfscan.scanner.cli import app
 from dfscan.scanner.errors import DataError
+from dfscan.train import experiments
 from dfscan.train.experiments import (
     BUILTIN_GRIDS,
     grid_toml,
@@ -140,7 +141,7 @@ def test_quick_grid_writes_complete_results(quick):
     assert sum(h.startswith("runs/") for h in refs.hrefs) == 3
 
 
-def test_rerun_skips_finished_runs(quick, demo):
+def test_rerun_skips_finished_runs(quick, demo, monkeypatch):
     out, _ = quick
     first = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
     result = runner.invoke(app, ["experiments", str(demo), "-o", str(out), "--quick"])
@@ -157,6 +158,20 @@ def test_rerun_skips_finished_runs(quick, demo):
     assert result.exit_code == 0, result.output
     assert result.output.count("done, skipped") == 2
     assert (run / "result.json").is_file() and (run / "history.csv").stat().st_mtime_ns == history
+
+    # DIR/split.csv remade: the runs were trained on another split, so they train again
+    split = out / "split.csv"
+    lines = split.read_text().splitlines(keepends=True)
+    i = next(i for i, line in enumerate(lines) if line.rstrip().endswith(",test"))
+    lines[i] = lines[i].rstrip()[: -len("test")] + "val\n"
+    split.write_text("".join(lines))
+    result = runner.invoke(app, ["experiments", str(demo), "-o", str(out), "--quick", "--dry-run"])
+    assert result.exit_code == 0 and result.output.count("| pending |") == 3
+    retrained = []
+    monkeypatch.setattr(experiments, "_run_one", lambda spec, *a: retrained.append(spec.folder))
+    run_experiments(demo, out, load_grid(None, quick=True), workers=0, console=QUIET)
+    assert len(retrained) == 3 and not list(out.glob("runs/*/result.json"))
+    assert not list(out.glob("runs/*/metrics.json"))
 
 
 @needs_toml

@@ -23,11 +23,13 @@ Grid file (``dfscan experiments --grid demo30 --show-grid`` prints a built-in on
     weights = "none"
 
 Keys: ``arch input train_layers augment weights size epochs batch_size lr max_steps
-preprocess seed`` (``max_steps = 0`` means no cap). Each run lives in
-``DIR/runs/<name>-<hash>``, the hash covering its whole configuration: re-running skips runs
-whose ``result.json`` exists, continues an interrupted training from its ``last.ckpt``,
-retries failed runs, and never mixes results of a changed configuration with old ones. A run
-that raises is recorded (status ``failed`` and the error) and the next one starts.
+preprocess seed`` (``max_steps = 0`` means no cap). The split is made once (``--seed``) and
+kept in ``DIR/split.csv``; delete it to split again, and runs made on the old split train anew.
+Each run lives in ``DIR/runs/<name>-<hash>``, the hash covering its whole configuration:
+re-running skips runs whose ``result.json`` exists, continues an interrupted training from its
+``last.ckpt`` (deleted once the run is done), retries failed runs, and never mixes results of a
+changed configuration with old ones. A run that raises is recorded (status ``failed`` and the
+error) and the next one starts.
 """
 
 from __future__ import annotations
@@ -441,6 +443,10 @@ def run_experiments(
     try:
         for i, spec in enumerate(specs, 1):
             run_dir = out / "runs" / spec.folder
+            if _stale(run_dir, split_file):
+                console.print(f"{spec.folder} was made on another split: training it again")
+                for name in (RESULT, ERROR, TIMING, "metrics.json", "last.ckpt"):
+                    (run_dir / name).unlink(missing_ok=True)
             if (run_dir / RESULT).is_file():
                 console.print(f"[dim][{i}/{len(specs)}] {spec.folder}: done, skipped[/]")
                 continue
@@ -453,6 +459,12 @@ def run_experiments(
     return ExperimentsResult(
         out, rows, out / "results.csv", out / "results.md", out / "report.html"
     )
+
+
+def _stale(run_dir: Path, split_file: Path) -> bool:
+    """The run's copy of the split is not the shared one (DIR/split.csv was remade)."""
+    own = run_dir / "split.csv"
+    return own.is_file() and own.read_bytes() != split_file.read_bytes()
 
 
 def _shared_split(data: Path, out: Path, seed: int, console: Console) -> Path:
@@ -660,6 +672,7 @@ METRIC_COLUMNS = (
 def collect_rows(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """One row per run of the grid, from what is on disk: done, failed or pending."""
     rows = []
+    split_file = out / "split.csv"
     for index, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.folder
         row: dict[str, Any] = {
@@ -668,7 +681,9 @@ def collect_rows(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
             "folder": spec.folder,
             **spec.settings,
         }
-        if (run_dir / RESULT).is_file():
+        if split_file.is_file() and _stale(run_dir, split_file):
+            row |= {"status": "pending", "error": ""}  # trained on another split
+        elif (run_dir / RESULT).is_file():
             row |= _read_json(run_dir / RESULT) | {"status": "done", "error": ""}
         elif (run_dir / ERROR).is_file():
             err = _read_json(run_dir / ERROR)
