@@ -151,3 +151,14 @@ def io_bytes(image: Image.Image, fmt: str, **save_kwargs) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **save_kwargs)
     return buf.getvalue()
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models on a shared CPU: one intra-op thread is faster than two fighting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

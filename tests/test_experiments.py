@@ -32,13 +32,7 @@ needs_toml = pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML grids n
 QUIET = Console(stderr=True, quiet=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is faster than two fighting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
