@@ -88,15 +88,15 @@ def bundled_photos(preprocess: PreprocessConfig, views: int = 3, seed: int = 0) 
             arrays.append(prepare(img, preprocess, rng if view else None))
             names.append(f"skimage.data.{name}#{view}")
     s = preprocess.size
-    for i in range(4):  # extremes a photo set lacks: noise, flat, saturated
-        arr = [
-            rng.integers(0, 256, (s, s, 3)),
-            np.zeros((s, s, 3)),
-            np.full((s, s, 3), 255),
-            (np.indices((s, s)).sum(0) % 2 * 255)[..., None].repeat(3, -1),
-        ][i]
+    extremes = {  # what a photo set lacks: noise, flat, saturated, the highest frequency
+        "noise": rng.integers(0, 256, (s, s, 3)),
+        "black": np.zeros((s, s, 3)),
+        "white": np.full((s, s, 3), 255),
+        "checkerboard": (np.indices((s, s)).sum(0) % 2 * 255)[..., None].repeat(3, -1),
+    }
+    for name, arr in extremes.items():
         arrays.append(arr.astype(np.uint8))
-        names.append(["noise", "black", "white", "checkerboard"][i])
+        names.append(name)
     return ImageSet(to_chw_batch(arrays), names, "bundled photos (skimage.data) + synthetic")
 
 

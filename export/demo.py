@@ -6,7 +6,6 @@ plumbing works end to end; they say nothing about real generators.
 
 from __future__ import annotations
 
-import csv
 import shutil
 import time
 from dataclasses import dataclass
@@ -48,18 +47,17 @@ def copy_test_split(data: Path, split_csv: Path, dest: Path) -> int:
     """The test split as a folder the scanner can read (generator = first-level subfolder)."""
     if dest.exists():
         shutil.rmtree(dest)
-    n = 0
-    with split_csv.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["split"] != "test":
-                continue
-            target = dest / row["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(data / row["path"], target)
-            n += 1
-    if n == 0:
+    from dfscan.train.split import read_split
+
+    samples, assignment = read_split(split_csv)
+    test = [s.path for s in samples if assignment[s.path] == "test"]
+    for rel in test:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data / rel, target)
+    if not test:
         raise DataError(f"{split_csv} has no test images")
-    return n
+    return len(test)
 
 
 def prepare_out(out: Path) -> None:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import onnx
+import onnxruntime
 import torch
 
 from dfscan.scanner import __version__
 from dfscan.scanner.model_meta import ModelMeta
 from dfscan.train.checkpoint import LoadedCheckpoint
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def training_summary(data: dict[str, Any]) -> dict[str, Any]:
@@ -51,9 +45,7 @@ def build_meta(loaded: LoadedCheckpoint, precision: str) -> ModelMeta:
         versions={
             "dfscan": __version__,
             "torch": str(torch.__version__),
-            "onnx": _version("onnx"),
-            "onnxruntime": _version("onnxruntime-gpu")
-            if _version("onnxruntime-gpu") != "not installed"
-            else _version("onnxruntime"),
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
         },
     )

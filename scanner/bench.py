@@ -215,11 +215,8 @@ def bench_scan(
     )
     run_scan(options, detector=detector)  # warm-up: file cache, thread pools
     result = run_scan(options, detector=detector)
-    return {"images": result.scanned, "images_per_s": result.rate, "errors": _errors(result)}
-
-
-def _errors(result: Any) -> int:
-    return int(result.tallies.total().errors)
+    errors = result.tallies.total().errors
+    return {"images": result.scanned, "images_per_s": result.rate, "errors": errors}
 
 
 def _scanner_command() -> list[str]:

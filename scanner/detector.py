@@ -17,7 +17,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.errors import DataError, ModelError, first_line
 from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta, meta_from_session
 from dfscan.scanner.preprocess import load_image, prepare, to_rgb
 from dfscan.scanner.runtime import Device, open_session
@@ -162,8 +162,7 @@ class Detector:
         try:
             (out,) = self.session.run([g.output_name], {g.input_name: feed})
         except Exception as exc:  # ORT's own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"inference failed on {self.source}: {first[:300]}") from None
+            raise ModelError(f"inference failed on {self.source}: {first_line(exc)}") from None
         out = np.asarray(out, dtype=np.float64)
         if g.output_is_logits:
             out = out.reshape(len(nchw), -1)

@@ -25,6 +25,13 @@ class DfscanError(Exception):
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type): libraries such as ONNX Runtime
+    and torch put whole stack dumps in their messages; one line is what the user needs."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class DataError(DfscanError):
     """The dataset folder or an image in it cannot be used."""
 

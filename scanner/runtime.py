@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dfscan.scanner.errors import DeviceError, ModelError
+from dfscan.scanner.errors import DeviceError, ModelError, first_line
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
@@ -74,9 +74,8 @@ def load_session(
             str(path), session_options(threads, optimize), providers=list(providers)
         )
     except Exception as exc:  # ORT raises its own pybind exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"{path} is not a usable ONNX model: {first[:300]}",
+            f"{path} is not a usable ONNX model: {first_line(exc)}",
             hint="pass an .onnx file written by dfscan export",
         ) from None
 

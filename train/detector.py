@@ -73,14 +73,18 @@ class Detector(nn.Module):
         return self
 
 
+def layer_list(spec: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    """``layer3,layer4`` / ``layer3+layer4`` / a sequence / None (→ ``default``) as a list."""
+    if spec is None:
+        return list(default)
+    if isinstance(spec, str):
+        return [p.strip() for p in spec.replace("+", ",").split(",") if p.strip()]
+    return list(spec)
+
+
 def parse_train_layers(spec: str | Sequence[str] | None, default: Sequence[str]) -> tuple[str, ...]:
     """``head`` | ``all`` | comma list of stages (``layer3,layer4``); the head always trains."""
-    if spec is None:
-        parts = list(default)
-    elif isinstance(spec, str):
-        parts = [p.strip() for p in spec.replace("+", ",").split(",") if p.strip()]
-    else:
-        parts = list(spec)
+    parts = layer_list(spec, default)
     if parts == ["all"]:
         return (*STAGES, "head")
     unknown = sorted(set(parts) - {*STAGES, "head"})

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from dfscan.scanner.errors import ModelError
-from dfscan.train.detector import STAGES, Detector
+from dfscan.train.detector import STAGES, Detector, layer_list
 
 DEFAULT_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")
 STRIDES = {"stem": "≤/4", "layer1": "/4", "layer2": "/8", "layer3": "/16", "layer4": "/32"}
@@ -30,12 +30,7 @@ STRIDES = {"stem": "≤/4", "layer1": "/4", "layer2": "/8", "layer3": "/16", "la
 
 def parse_layers(spec: str | Sequence[str] | None, model: Detector) -> tuple[str, ...]:
     """``layer1,layer3`` (or a sequence, or None for layer1-4) → stage names the model has."""
-    if spec is None:
-        names = list(DEFAULT_LAYERS)
-    elif isinstance(spec, str):
-        names = [p.strip() for p in spec.replace("+", ",").split(",") if p.strip()]
-    else:
-        names = list(spec)
+    names = layer_list(spec, DEFAULT_LAYERS)
     if names == ["all"]:
         names = list(STAGES)
     available = tuple(model.backbone.stages)

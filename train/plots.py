@@ -31,6 +31,26 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def draw_confusion(
+    ax: Any,
+    matrix: Sequence[Sequence[int]],
+    title: str,
+    labels: Sequence[str] = ("real", "fake"),
+    fontsize: int = 12,
+) -> None:
+    """A count matrix with its numbers written in, readable on light and dark cells."""
+    ax.imshow(matrix, cmap="Blues", vmin=0)
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            color = "white" if value > peak / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=fontsize)
+    ticks = max(6, fontsize - 4)
+    ax.set_xticks(range(len(labels)), [f"pred {x}" for x in labels], fontsize=ticks)
+    ax.set_yticks(range(len(labels)), [f"true {x}" for x in labels], fontsize=ticks)
+    ax.set_title(title, fontsize=max(8, fontsize - 2))
+
+
 def plot_confusion(
     matrix: Sequence[Sequence[int]],
     title: str,
@@ -38,15 +58,7 @@ def plot_confusion(
     labels: Sequence[str] = ("real", "fake"),
 ) -> None:
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
-    ax.imshow(matrix, cmap="Blues")
-    peak = max(max(row) for row in matrix) or 1
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            color = "white" if value > peak / 2 else "black"
-            ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=12)
-    ax.set_xticks(range(len(labels)), [f"pred {x}" for x in labels])
-    ax.set_yticks(range(len(labels)), [f"true {x}" for x in labels])
-    ax.set_title(title, fontsize=10)
+    draw_confusion(ax, matrix, title, labels)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

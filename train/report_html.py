@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dfscan.scanner import __version__
 from dfscan.train.dataset_folder import REAL
+from dfscan.train.plots import draw_confusion
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em auto;max-width:1400px;
@@ -88,15 +89,7 @@ def plot_confusion_strip(report: dict[str, Any], path: Path) -> None:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.5), squeeze=False)
     for ax, (title, matrix) in zip(axes[0], panels, strict=True):
-        ax.imshow(matrix, cmap="Blues", vmin=0)
-        peak = max(max(r) for r in matrix) or 1
-        for i, row in enumerate(matrix):
-            for j, value in enumerate(row):
-                color = "white" if value > peak / 2 else "black"
-                ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=10)
-        ax.set_xticks([0, 1], ["pred real", "pred fake"], fontsize=7)
-        ax.set_yticks([0, 1], ["real", "fake"], fontsize=7)
-        ax.set_title(title, fontsize=8)
+        draw_confusion(ax, matrix, title, fontsize=10)
     fig.tight_layout()
     path.write_bytes(_fig_png(fig, dpi=80))
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfscan.scanner.errors import ModelError
+from dfscan.scanner.errors import ModelError, first_line
 
 
 def safe_load(path: Path, what: str) -> Any:
@@ -20,11 +20,10 @@ def safe_load(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        text = str(exc)
-        if "Weights only load failed" in text:
+        if "Weights only load failed" in str(exc):
             reason = "it holds pickled objects, not only tensors (refused: loading could run code)"
         else:
-            reason = text.splitlines()[0] if text else exc.__class__.__name__
+            reason = first_line(exc)
         raise ModelError(f"{path} is not a readable {what}: {reason}") from exc
 
 
