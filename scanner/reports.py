@@ -4,6 +4,11 @@ Every row is flushed when written, so a scan that is killed keeps all it finishe
 last row is cut mid-write. Reading back keeps the complete rows and reports where they end, so
 resuming truncates the cut row and appends: no file is lost and none appears twice.
 
+Every row names the model that scored it (``model_sha256``, the SHA-256 of the .onnx file, next
+to ``threshold``): a column rather than a sidecar file, so the identity is flushed in the same
+line as the score it vouches for (nothing to keep in sync, rename atomically or lose), and a
+report that is copied, split or concatenated still says, row by row, which model wrote it.
+
 Paths are written exactly as discovery produced them (the scanned folder as given + the
 relative path). File names that are not valid UTF-8 survive the round trip: the CSV keeps their
 bytes (``surrogateescape``, like ``ls``), the JSONL escapes them (``\\udcXX``) and stays UTF-8.
@@ -29,35 +34,75 @@ _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One line of a report: a file's score and verdict, or the error that kept it from one."""
+    """One line of a report: a file's score and verdict, or the error that kept it from one.
+
+    This is the one definition of the report format (CSV header, JSONL keys, column order):
+    every engine and every reader goes through it.
+    """
 
     path: str
     generator: str
     p_fake: float | None
     verdict: str | None  # FAKE / REAL; None when the file could not be scored
     threshold: float
+    model_sha256: str  # the .onnx file's SHA-256 (hex): which model wrote this row
     width: int | None
     height: int | None
     format: str | None
     error: str | None
+    provenance: str | None = None  # what the file declares about itself (see provenance.py)
+    provenance_detail: str | None = None  # compact JSON, size-capped
 
     @classmethod
-    def from_scored(cls, s: Scored, threshold: float) -> Row:
+    def from_scored(
+        cls,
+        s: Scored,
+        threshold: float,
+        model_sha256: str,
+        provenance: str | None = None,
+        provenance_detail: str | None = None,
+    ) -> Row:
         verdict = None if s.p_fake is None else (FAKE if s.p_fake >= threshold else REAL)
         return cls(
-            s.path, s.generator, s.p_fake, verdict, threshold, s.width, s.height, s.format, s.error
+            s.path,
+            s.generator,
+            s.p_fake,
+            verdict,
+            threshold,
+            model_sha256,
+            s.width,
+            s.height,
+            s.format,
+            s.error,
+            provenance,
+            provenance_detail,
         )
 
     def to_record(self) -> dict[str, object]:
-        """JSON-ready values; p_fake rounded as in the CSV so both files say the same."""
+        """JSON-ready values; p_fake rounded as in the CSV so both files say the same.
+
+        ``provenance_detail`` is embedded as a JSON object (it is one, serialised compactly).
+        """
         record = dict(zip(COLUMNS, astuple(self), strict=True))
         record["p_fake"] = None if self.p_fake is None else round(self.p_fake, 6)
+        if self.provenance_detail is not None:
+            record["provenance_detail"] = json.loads(self.provenance_detail)
         return record
 
     def to_csv(self) -> list[str]:
         p = "" if self.p_fake is None else f"{self.p_fake:.6f}"
         t = repr(float(self.threshold))
-        rest = (self.verdict, t, self.width, self.height, self.format, self.error)
+        rest = (
+            self.verdict,
+            t,
+            self.model_sha256,
+            self.width,
+            self.height,
+            self.format,
+            self.error,
+            self.provenance,
+            self.provenance_detail,
+        )
         return [self.path, self.generator, p, *("" if v is None else str(v) for v in rest)]
 
     @classmethod
@@ -68,20 +113,49 @@ class Row:
         verdict = _optional(r["verdict"], str)
         if verdict not in (FAKE, REAL, None):
             raise ValueError(f"verdict {verdict!r}")
+        sha = str(r["model_sha256"])
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ValueError(f"model_sha256 {sha!r}")
+        detail = r["provenance_detail"]
+        if isinstance(detail, (dict, list)):
+            detail = compact_json(detail)
+        elif detail not in ("", None):
+            json.loads(str(detail))  # must be JSON
         return cls(
             path=str(r["path"]),
             generator=str(r["generator"]),
             p_fake=_optional(r["p_fake"], float),
             verdict=verdict,
             threshold=float(r["threshold"]),  # type: ignore[arg-type]
+            model_sha256=sha,
             width=_optional(r["width"], int),
             height=_optional(r["height"], int),
             format=_optional(r["format"], str),
             error=_optional(r["error"], str),
+            provenance=_optional(r["provenance"], str),
+            provenance_detail=_optional(detail, str),
         )
 
 
 COLUMNS = tuple(f.name for f in fields(Row))  # the report format, in order
+# The format before reports named their model (dfscan ≤ 0.1.0 at commit fe377ba): recognised
+# only to refuse resuming it with a clear message.
+LEGACY_COLUMNS = (
+    "path", "generator", "p_fake", "verdict", "threshold", "width", "height", "format", "error",
+)  # fmt: skip
+
+
+def compact_json(value: object) -> str:
+    """The one serialisation of ``provenance_detail``: compact, key order kept, UTF-8."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _legacy(path: Path) -> DataError:
+    return DataError(
+        f"cannot resume from {path}: it was written by an older dfscan whose reports do not "
+        "record the model (no model_sha256 column)",
+        hint="pass --overwrite to scan again into it, or another report file",
+    )
 
 
 def _optional(value: object, kind: Callable[[Any], T]) -> T | None:
@@ -208,6 +282,8 @@ def read_csv_report(path: Path, on_row: Callable[[Row], None]) -> ReadBack:
         header = None
     if header is None:  # empty, or killed while writing the header
         return ReadBack(0, 0, size)
+    if tuple(header) == LEGACY_COLUMNS:
+        raise _legacy(path)
     if tuple(header) != COLUMNS:
         raise DataError(
             f"cannot resume from {path}: its header is not a dfscan report's",
@@ -244,7 +320,10 @@ def read_jsonl_report(path: Path, on_row: Callable[[Row], None]) -> ReadBack:
         if not line.strip():
             continue
         try:
-            row = Row.from_record(json.loads(line))
+            record = json.loads(line)
+            if n == 0 and isinstance(record, dict) and tuple(record) == LEGACY_COLUMNS:
+                raise _legacy(path)
+            row = Row.from_record(record)
         except (ValueError, TypeError, AttributeError):
             last.bad_record(f"line {i}")
             continue

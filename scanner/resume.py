@@ -6,12 +6,19 @@ complete rows back, drops a row cut mid-write, and appends. With both a CSV and 
 that made it into one but not the other (killed between the two writes) is copied across, so
 the two agree and no file is scanned twice.
 
-Everything is read before anything is changed, so a refusal (foreign file, other threshold)
-leaves the files as they were.
+A report is resumed only by the scan that wrote it: every row records the model's SHA-256 and
+the threshold, and a row written by another model or at another threshold is refused (the
+values are printed exactly, as ``repr`` gives them). With ``retry_errors`` the rows that had an
+error are taken out of the reports (each rewritten to a temporary file, then renamed over it)
+and their files are scanned again.
+
+Everything is read and checked before anything is changed, so a refusal (foreign file, other
+model, other threshold) leaves the files byte for byte as they were.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +37,6 @@ from dfscan.scanner.reports import (
 )
 
 Existing = Literal["refuse", "resume", "overwrite"]
-THRESHOLD_TOLERANCE = 1e-9
 
 _READERS: dict[type, Callable[[Path, Callable[[Row], None]], ReadBack]] = {
     CsvReport: read_csv_report,
@@ -43,6 +49,7 @@ class OpenedReports:
     writers: list[ReportWriter]
     done: set[str] = field(default_factory=set)  # paths already in the reports
     resumed: int = 0  # rows read back
+    retried: int = 0  # error rows taken out to be scanned again
     repaired: list[Path] = field(default_factory=list)  # reports whose cut last row was dropped
 
     def write(self, row: Row) -> None:
@@ -54,11 +61,19 @@ class OpenedReports:
             writer.close()
 
 
-def _check_threshold(path: Path, row: Row, threshold: float) -> None:
-    if abs(row.threshold - threshold) > THRESHOLD_TOLERANCE:
+def _check_row(path: Path, row: Row, threshold: float, model_sha256: str) -> None:
+    """Refuse a row written by another model or at another threshold (exact comparison: both
+    survive the round trip through the report unchanged, ``repr`` for the threshold)."""
+    if row.model_sha256 != model_sha256:
         raise DataError(
-            f"cannot resume: {path} was written at threshold {row.threshold:g}, "
-            f"this scan uses {threshold:g}",
+            f"cannot resume: {path} was written by the model with sha256 {row.model_sha256}; "
+            f"this scan's model has sha256 {model_sha256}",
+            hint="resume with the model that wrote it, or pass --overwrite or another report",
+        )
+    if row.threshold != threshold:
+        raise DataError(
+            f"cannot resume: {path} was written at threshold {row.threshold!r}, "
+            f"this scan uses {threshold!r}",
             hint=f"pass --threshold {row.threshold!r} to continue it, or --overwrite",
         )
 
@@ -89,31 +104,52 @@ def open_reports(
     jsonl: Path | None,
     existing: Existing,
     threshold: float,
+    model_sha256: str,
     on_resumed_row: Callable[[Row], None] = lambda row: None,
+    retry_errors: bool = False,
 ) -> OpenedReports:
-    """Writers for the requested reports; ``on_resumed_row`` sees each earlier row once."""
+    """Writers for the requested reports; ``on_resumed_row`` sees each kept earlier row once.
+
+    ``retry_errors``: rows with an error are dropped from the reports and not counted as done,
+    so their files are scanned again.
+    """
     check_reports(csv, jsonl, existing)
+    if retry_errors and existing != "resume":
+        raise DataError("--retry-errors continues a report: pass it with --resume")
     kinds = [(path, kind) for path, kind in ((csv, CsvReport), (jsonl, JsonlReport)) if path]
     present = _present(kinds)
     if existing != "resume" or not present:
         return OpenedReports([kind(path) for path, kind in kinds])
 
-    # Read every present report (nothing is modified yet).
+    # Read and check every present report (nothing is modified yet).
     keys: dict[Path, set[str]] = {}
     backs: dict[Path, ReadBack] = {}
     seen: set[str] = set()
+    retry: set[str] = set()
     for path, kind in present:
         own: set[str] = set()
 
         def take(row: Row, path: Path = path, own: set[str] = own) -> None:
-            _check_threshold(path, row, threshold)
+            _check_row(path, row, threshold, model_sha256)
             own.add(row.path)
-            if row.path not in seen:
+            if retry_errors and row.error is not None:
+                retry.add(row.path)
+            elif row.path not in seen:
                 seen.add(row.path)
                 on_resumed_row(row)
 
         backs[path] = _READERS[kind](path, take)
         keys[path] = own
+    seen -= retry  # (a report pair that disagrees on a file's error: retried all the same)
+    repaired = [path for path, back in backs.items() if back.cut]
+
+    # Take the rows to retry out (rewritten aside, then renamed over the report).
+    if retry:
+        for path, kind in present:
+            if keys[path] & retry:
+                _rewrite_without(path, kind, retry)
+                backs[path] = _READERS[kind](path, lambda row: None)
+                keys[path] -= retry
 
     # Make them agree: rows one report has and another lacks are copied across.
     writers: list[ReportWriter] = []
@@ -137,5 +173,23 @@ def open_reports(
         writers,
         done=seen,
         resumed=len(seen),
-        repaired=[path for path, back in backs.items() if back.cut],
+        retried=len(retry),
+        repaired=repaired,
     )
+
+
+def _rewrite_without(path: Path, kind: type, drop: set[str]) -> None:
+    """Write ``path``'s complete rows except those of ``drop`` to a temporary file beside it,
+    then rename it over ``path`` (a crash leaves the old report or the new one, never half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    writer = kind(tmp)
+    try:
+
+        def keep(row: Row) -> None:
+            if row.path not in drop:
+                writer.write(row)
+
+        _READERS[kind](path, keep)
+    finally:
+        writer.close()
+    os.replace(tmp, path)

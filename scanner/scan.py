@@ -9,6 +9,7 @@ least one image is found, then (and only then) report files are opened or resume
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 import time
@@ -44,6 +45,7 @@ class ScanOptions:
     batch_size: int = 32
     workers: int | None = None  # decoding threads; None: one per core; 0: decode inline
     existing: Existing = "refuse"  # what to do with report files that already exist
+    retry_errors: bool = False  # with resume: scan again the files whose rows have an error
 
 
 class ScanProgress(Protocol):
@@ -63,8 +65,10 @@ class ScanResult:
     model: Path
     arch: str
     provider: str
+    model_sha256: str = ""
     scanned: int = 0  # files processed by this run
     resumed: int = 0  # rows already in the reports when it started
+    retried: int = 0  # rows with an error taken out of the reports to be scanned again
     animated: int = 0  # animated GIF/WebP of which the first frame was scanned
     ignored: int = 0  # files without an image extension
     unlisted: list[tuple[str, str]] = field(default_factory=list)  # folders not listable
@@ -82,11 +86,13 @@ class ScanResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": str(self.model),
+            "model_sha256": self.model_sha256,
             "arch": self.arch,
             "provider": self.provider,
             "threshold": self.threshold,
             "files_scanned": self.scanned,
             "files_resumed": self.resumed,
+            "files_retried": self.retried,
             "animated_first_frame": self.animated,
             "ignored_non_images": self.ignored,
             "unlisted_folders": [{"folder": f, "reason": r} for f, r in self.unlisted],
@@ -95,6 +101,15 @@ class ScanResult:
             "reports": [str(p) for p in self.reports],
             **self.tallies.to_dict(),
         }
+
+
+def file_sha256(path: Path) -> str:
+    """The model's identity in reports: the SHA-256 of its file (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _plural(count: int, noun: str) -> str:
@@ -143,7 +158,10 @@ def run_scan(
     check_reports(options.csv, options.jsonl, options.existing)
     if options.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.retry_errors and options.existing != "resume":
+        raise DataError("--retry-errors continues a report: pass it with --resume")
     detector = detector or Detector.from_onnx(options.model, options.device)
+    model_sha256 = file_sha256(options.model)
     if detector.warning:
         notify(detector.warning)
     threshold = detector.threshold if options.threshold is None else options.threshold
@@ -157,14 +175,24 @@ def run_scan(
         raise _no_images(roots, stats)
 
     tallies = Tallies()
-    reports = open_reports(options.csv, options.jsonl, options.existing, threshold, tallies.add)
+    reports = open_reports(
+        options.csv,
+        options.jsonl,
+        options.existing,
+        threshold,
+        model_sha256,
+        tallies.add,
+        retry_errors=options.retry_errors,
+    )
     result = ScanResult(
         tallies,
         threshold,
         options.model,
         detector.meta.arch,
         detector.provider,
+        model_sha256=model_sha256,
         resumed=reports.resumed,
+        retried=reports.retried,
         reports=[w.path for w in reports.writers],
     )
     for path in reports.repaired:
@@ -179,7 +207,7 @@ def run_scan(
     scored_files = score(todo, detector, options.batch_size, options.workers)
     try:
         for scored in scored_files:
-            row = Row.from_scored(scored, threshold)
+            row = Row.from_scored(scored, threshold, model_sha256)
             reports.write(row)
             tallies.add(row)
             result.scanned += 1

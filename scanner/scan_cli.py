@@ -196,6 +196,8 @@ def _notes(result: ScanResult, quiet: bool) -> None:
         )
     rate = f", {result.rate:.1f} img/s" if result.rate else ""
     resumed = f" ({result.resumed} from an earlier run)" if result.resumed else ""
+    if result.retried:
+        resumed += f" ({_n(result.retried, 'error row')} scanned again)"
     reports = f"; rows in {', '.join(map(str, result.reports))}" if result.reports else ""
     err_console.print(
         f"scanned {_n(result.scanned, 'file')}{resumed} in {result.elapsed_s:.1f} s{rate} "
@@ -253,6 +255,12 @@ def scan(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing --csv/--jsonl files.")
     ] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option(
+            "--retry-errors", help="With --resume: scan again the files whose rows have an error."
+        ),
+    ] = False,
     fail_on_fake: Annotated[
         bool,
         typer.Option("--fail-on-fake", help=f"Exit {EXIT_FAKE_FOUND} if an image is flagged fake."),
@@ -266,6 +274,8 @@ def scan(
 
     if resume and overwrite:
         raise typer.BadParameter("choose one of --resume and --overwrite")
+    if retry_errors and not resume:
+        raise typer.BadParameter("--retry-errors continues a report: pass it with --resume")
     options = ScanOptions(
         folders=folders,
         model=model,
@@ -276,6 +286,7 @@ def scan(
         batch_size=batch_size,
         workers=workers,
         existing="resume" if resume else "overwrite" if overwrite else "refuse",
+        retry_errors=retry_errors,
     )
 
     def warn(message: str) -> None:

@@ -1,6 +1,7 @@
 """``dfscan scan`` / ``dfscan FOLDER``: output, files written, exit codes, and a torch-free base."""
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -95,6 +96,47 @@ def test_resume_from_the_cli(tmp_path: Path, brightness_onnx: Path):
     assert "3 from an earlier run" in resumed.stderr and "cut mid-write" in resumed.stderr
     assert sorted(out.read_text().splitlines()) == sorted(line.rstrip("\n") for line in lines)
     assert "gan" in resumed.stdout and "75.0%" in resumed.stdout  # tallies include old rows
+
+
+def test_resume_with_another_model_exits_2_and_leaves_the_report_as_it_was(
+    tmp_path: Path, brightness_onnx: Path
+):
+    data = labelled_folder(tmp_path / "data")
+    out, jsonl = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    assert scan(data, "-m", brightness_onnx, "--csv", out, "--jsonl", jsonl, "-q").exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:4]) + lines[4][:10])  # interrupted: 3 rows and a cut one
+    before = {p: p.read_bytes() for p in (out, jsonl)}
+    header = lines[0].rstrip("\n").split(",")
+    sha = lines[1].split(",")[header.index("model_sha256")]
+    assert sha == hashlib.sha256(brightness_onnx.read_bytes()).hexdigest()
+    other = brightness_model(tmp_path / "other.onnx", brightness_meta(size=8))  # same threshold
+    for reports in (["--csv", out], ["--csv", out, "--jsonl", jsonl], ["--jsonl", jsonl]):
+        refused = scan(data, "-m", other, *reports, "--resume", "-q")
+        one_line_error(refused, 2, "cannot resume")
+        said = " ".join(refused.output.split())  # Rich wraps long lines
+        assert f"written by the model with sha256 {sha}; this scan's model has sha256" in said
+        assert {p: p.read_bytes() for p in (out, jsonl)} == before
+
+
+def test_retry_errors_rescans_the_files_that_failed(tmp_path: Path, brightness_onnx: Path):
+    data = labelled_folder(tmp_path / "data")
+    out = tmp_path / "out.csv"
+    assert scan(data, "-m", brightness_onnx, "--csv", out, "-q").exit_code == 0
+    write_image(data / "gan" / "broken.png", grey(255))  # the file was repaired since
+    plain = scan(data, "-m", brightness_onnx, "--csv", out, "--resume", "-q")
+    assert plain.exit_code == 0
+    with open(out, newline="") as f:
+        assert sum(bool(r["error"]) for r in csv.DictReader(f)) == 1  # an error row is done
+    again = scan(data, "-m", brightness_onnx, "--csv", out, "--resume", "--retry-errors")
+    assert again.exit_code == 0, again.output
+    assert "1 error row scanned again" in again.stderr
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10 and not any(r["error"] for r in rows)
+    fixed = next(r for r in rows if r["path"].endswith("broken.png"))
+    assert fixed["p_fake"] == "1.000000" and fixed["verdict"] == "fake"
+    one_line_error(scan(data, "-m", brightness_onnx, "--csv", out, "--retry-errors"), 2, "--resume")
 
 
 def test_ctrl_c_exits_130_and_points_at_resume(tmp_path: Path, brightness_onnx, monkeypatch):
