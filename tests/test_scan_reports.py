@@ -168,7 +168,7 @@ def test_resume_with_another_model_is_refused_and_changes_nothing(tmp_path: Path
     if both:
         write_all(JsonlReport, jsonl_path, rows[:2])  # it would otherwise copy a row across
     before = {p: p.read_bytes() for p in (csv_path, jsonl_path) if p.exists()}
-    with pytest.raises(DataError, match=f"sha256 {SHA}.*sha256 {OTHER_SHA}"):
+    with pytest.raises(DataError, match=rf"sha256 {SHA}.*sha256 {OTHER_SHA}"):
         open_reports(csv_path, jsonl_path if both else None, "resume", 0.5, OTHER_SHA)
     assert {p: p.read_bytes() for p in before} == before
 
@@ -177,7 +177,7 @@ def test_a_report_from_before_model_identity_is_refused_with_a_clear_line(tmp_pa
     path = tmp_path / "old.csv"
     path.write_text(",".join(LEGACY_COLUMNS) + "\na.png,(root),0.1,real,0.5,8,8,PNG,\n")
     before = path.read_bytes()
-    with pytest.raises(DataError, match="older dfscan.*no model_sha256"):
+    with pytest.raises(DataError, match=r"older dfscan.*no model_sha256"):
         open_reports(path, None, "resume", 0.5, SHA)
     old_jsonl = tmp_path / "old.jsonl"
     old_jsonl.write_text(json.dumps(dict.fromkeys(LEGACY_COLUMNS, None)) + "\n")
