@@ -5,6 +5,10 @@ progress bar and the table, tests and other programs call it directly.
 
 Order of checks, cheapest and least destructive first: folders exist, the model loads, at
 least one image is found, then (and only then) report files are opened or resumed.
+
+Provenance (what each file declares about itself, :mod:`dfscan.scanner.provenance`) is read
+beside decoding, on its own small thread pool fed by the same stream of files, in the same
+order; it fills two columns and never touches a score.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,13 +27,15 @@ from typing import Any, Protocol
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import (
     DiscoveryStats,
+    Found,
     check_roots,
     count_pending,
     discover,
 )
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.pipeline import score
+from dfscan.scanner.pipeline import default_workers, score
 from dfscan.scanner.preprocess import IMAGE_EXTENSIONS
+from dfscan.scanner.provenance import read_provenance
 from dfscan.scanner.reports import Row
 from dfscan.scanner.resume import Existing, check_reports, open_reports
 from dfscan.scanner.runtime import Device
@@ -46,6 +54,7 @@ class ScanOptions:
     workers: int | None = None  # decoding threads; None: one per core; 0: decode inline
     existing: Existing = "refuse"  # what to do with report files that already exist
     retry_errors: bool = False  # with resume: scan again the files whose rows have an error
+    provenance: bool = True  # read what files declare about their origin (C2PA, XMP, PNG, EXIF)
 
 
 class ScanProgress(Protocol):
@@ -110,6 +119,45 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+ProvenanceCells = tuple[str | None, str | None]
+
+
+def provenance_cells(found: Found) -> ProvenanceCells:
+    """The ``provenance`` and ``provenance_detail`` cells of one file."""
+    if found.problem is not None:
+        return None, None
+    prov = read_provenance(found.path)
+    return prov.label, prov.detail_json()
+
+
+class _ProvenanceAhead:
+    """Reads provenance for the files the pipeline pulls, on ``workers`` threads (0: inline at
+    ``take``), and hands the results back in the same order. The window is as long as the
+    pipeline's own, so memory stays bounded."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="dfscan-provenance") if workers else None
+        )
+        self.window: deque[Future[ProvenanceCells] | Found] = deque()
+
+    def feed(self, files: Iterable[Found]) -> Iterator[Found]:
+        for found in files:
+            if self.pool is not None:
+                self.window.append(self.pool.submit(provenance_cells, found))
+            else:
+                self.window.append(found)
+            yield found
+
+    def take(self) -> ProvenanceCells:
+        item = self.window.popleft()
+        return item.result() if isinstance(item, Future) else provenance_cells(item)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -202,12 +250,20 @@ def run_scan(
     if progress is not None:
         progress.start()
         _count_in_background(roots, reports.done, progress, stop)
-    todo = (f for f in itertools.chain([first], files) if f.path not in reports.done)
+    todo: Iterable[Found] = (
+        f for f in itertools.chain([first], files) if f.path not in reports.done
+    )
+    provenance = None
+    if options.provenance:
+        workers = default_workers() if options.workers is None else options.workers
+        provenance = _ProvenanceAhead(min(workers, 2))
+        todo = provenance.feed(todo)
     start = time.perf_counter()
     scored_files = score(todo, detector, options.batch_size, options.workers)
     try:
         for scored in scored_files:
-            row = Row.from_scored(scored, threshold, model_sha256)
+            cells = provenance.take() if provenance is not None else (None, None)
+            row = Row.from_scored(scored, threshold, model_sha256, *cells)
             reports.write(row)
             tallies.add(row)
             result.scanned += 1
@@ -220,6 +276,8 @@ def run_scan(
     finally:
         stop.set()
         scored_files.close()  # stops the decoding pool now, also on Ctrl-C
+        if provenance is not None:
+            provenance.close()
         reports.close()
         result.elapsed_s = time.perf_counter() - start
         result.ignored, result.unlisted = stats.ignored, stats.unlisted

@@ -119,6 +119,9 @@ def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[s
     header = ["generator", "images", "flagged fake", "% fake", "mean p_fake", "errors"]
     if labelled:
         header.append("accuracy")
+    declaring = tallies.total().declared > 0 or tallies.total().disagree > 0
+    if declaring:  # only when some file declares its origin
+        header += ["declared AI", "disagree"]
 
     def cells(name: str, tally: Any, accuracy: float | None) -> list[str]:
         out = [
@@ -129,7 +132,11 @@ def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[s
             _num(tally.mean_p_fake),
             str(tally.errors),
         ]
-        return [*out, _pct(accuracy)] if labelled else out
+        if labelled:
+            out.append(_pct(accuracy))
+        if declaring:
+            out += [str(tally.declared), str(tally.disagree)]
+        return out
 
     names = sorted(tallies.by_generator, key=lambda g: (g != "real", g == ROOT_GENERATOR, g))
     rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in names]
@@ -255,6 +262,13 @@ def scan(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing --csv/--jsonl files.")
     ] = False,
+    no_provenance: Annotated[
+        bool,
+        typer.Option(
+            "--no-provenance",
+            help="Do not read what files declare about their origin (C2PA, XMP, PNG text, EXIF).",
+        ),
+    ] = False,
     retry_errors: Annotated[
         bool,
         typer.Option(
@@ -287,6 +301,7 @@ def scan(
         workers=workers,
         existing="resume" if resume else "overwrite" if overwrite else "refuse",
         retry_errors=retry_errors,
+        provenance=not no_provenance,
     )
 
     def warn(message: str) -> None:

@@ -5,6 +5,11 @@ in it: ``(root)``). Under the training convention (``real/`` holds real photos, 
 folder one generator's fakes), a scan of a labelled folder is also an evaluation: accuracy per
 generator and the false-positive rate on ``real``. Rows are tallied as they are written, and
 rows read back when resuming are tallied the same way, so the summary covers the whole folder.
+
+Beside the scores, the tallies count the files whose metadata declares them generated
+(``provenance``, see :mod:`dfscan.scanner.provenance`) and the files whose declaration and
+verdict disagree (declared generated but scored real, or declared a camera capture but scored
+fake).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dfscan.scanner.discovery import ROOT_GENERATOR
-from dfscan.scanner.reports import FAKE, Row
+from dfscan.scanner.provenance import declared
+from dfscan.scanner.reports import FAKE, REAL, Row
 
 REAL_FOLDER = "real"  # the training convention (dfscan.train.dataset_folder.REAL)
 
@@ -33,8 +39,15 @@ class Tally:
     flagged: int = 0  # scored as fake at the threshold
     errors: int = 0  # files that could not be scored
     p_sum: float = 0.0
+    declared: int = 0  # files whose metadata says they were generated
+    disagree: int = 0  # scored files whose declaration and verdict disagree
 
     def add(self, row: Row) -> None:
+        said = declared(row.provenance)
+        self.declared += said == "generated"
+        self.disagree += (said == "generated" and row.verdict == REAL) or (
+            said == "captured" and row.verdict == FAKE
+        )
         if row.p_fake is None:
             self.errors += 1
             return
@@ -47,6 +60,8 @@ class Tally:
         self.flagged += other.flagged
         self.errors += other.errors
         self.p_sum += other.p_sum
+        self.declared += other.declared
+        self.disagree += other.disagree
 
     @property
     def fake_fraction(self) -> float | None:
@@ -114,6 +129,8 @@ class Tallies:
                 "fake_fraction": tally.fake_fraction,
                 "mean_p_fake": tally.mean_p_fake,
                 "errors": tally.errors,
+                "declared_generated": tally.declared,
+                "declared_disagree": tally.disagree,
             }
             if self.labelled:
                 out["accuracy"] = accuracy
