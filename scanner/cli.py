@@ -17,6 +17,7 @@ import typer
 from dfscan.scanner import __version__
 from dfscan.scanner.bench_cli import bench
 from dfscan.scanner.cli_support import set_debug
+from dfscan.scanner.report_cli import report
 from dfscan.scanner.scan_cli import SCAN_HELP, scan
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ def _root(
 
 app.command("scan", help=SCAN_HELP)(scan)
 app.command("bench")(bench)
+app.command("report")(report)
 
 
 def _load_plugins() -> None:

@@ -152,7 +152,7 @@ def compact_json(value: object) -> str:
 
 def _legacy(path: Path) -> DataError:
     return DataError(
-        f"cannot resume from {path}: it was written by an older dfscan whose reports do not "
+        f"cannot use {path}: it was written by an older dfscan whose reports do not "
         "record the model (no model_sha256 column)",
         hint="pass --overwrite to scan again into it, or another report file",
     )
@@ -250,7 +250,7 @@ class _Lines:
 
 def _not_a_report(path: Path, where: str) -> DataError:
     return DataError(
-        f"cannot resume from {path}: {where} is not a dfscan report row",
+        f"cannot use {path}: {where} is not a dfscan report row",
         hint="pass another file, or --overwrite to start it again",
     )
 
@@ -286,7 +286,7 @@ def read_csv_report(path: Path, on_row: Callable[[Row], None]) -> ReadBack:
         raise _legacy(path)
     if tuple(header) != COLUMNS:
         raise DataError(
-            f"cannot resume from {path}: its header is not a dfscan report's",
+            f"cannot use {path}: its header is not a dfscan report's",
             hint="pass another --csv file, or --overwrite to replace it",
         )
     n, valid, record_no, last = 0, lines.end, 1, _LastOnly(path)

@@ -36,6 +36,7 @@ from dfscan.scanner.errors import DataError
 from dfscan.scanner.pipeline import default_workers, score
 from dfscan.scanner.preprocess import IMAGE_EXTENSIONS
 from dfscan.scanner.provenance import read_provenance
+from dfscan.scanner.report_html import ReportCollector, RunInfo, write_html
 from dfscan.scanner.reports import Row
 from dfscan.scanner.resume import Existing, check_reports, open_reports
 from dfscan.scanner.runtime import Device
@@ -55,6 +56,7 @@ class ScanOptions:
     existing: Existing = "refuse"  # what to do with report files that already exist
     retry_errors: bool = False  # with resume: scan again the files whose rows have an error
     provenance: bool = True  # read what files declare about their origin (C2PA, XMP, PNG, EXIF)
+    html: Path | None = None  # write a self-contained HTML page at the end
 
 
 class ScanProgress(Protocol):
@@ -83,6 +85,7 @@ class ScanResult:
     unlisted: list[tuple[str, str]] = field(default_factory=list)  # folders not listable
     elapsed_s: float = 0.0
     reports: list[Path] = field(default_factory=list)
+    html: Path | None = None
 
     @property
     def rate(self) -> float | None:
@@ -108,6 +111,7 @@ class ScanResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "images_per_s": None if self.rate is None else round(self.rate, 2),
             "reports": [str(p) for p in self.reports],
+            "html": None if self.html is None else str(self.html),
             **self.tallies.to_dict(),
         }
 
@@ -206,6 +210,8 @@ def run_scan(
     check_reports(options.csv, options.jsonl, options.existing)
     if options.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.html is not None and options.html.is_dir():
+        raise DataError(f"--html path is a folder: {options.html}")
     if options.retry_errors and options.existing != "resume":
         raise DataError("--retry-errors continues a report: pass it with --resume")
     detector = detector or Detector.from_onnx(options.model, options.device)
@@ -223,13 +229,20 @@ def run_scan(
         raise _no_images(roots, stats)
 
     tallies = Tallies()
+    page = ReportCollector() if options.html is not None else None
+
+    def count(row: Row) -> None:
+        tallies.add(row)
+        if page is not None:
+            page.add(row)
+
     reports = open_reports(
         options.csv,
         options.jsonl,
         options.existing,
         threshold,
         model_sha256,
-        tallies.add,
+        count,
         retry_errors=options.retry_errors,
     )
     result = ScanResult(
@@ -265,7 +278,7 @@ def run_scan(
             cells = provenance.take() if provenance is not None else (None, None)
             row = Row.from_scored(scored, threshold, model_sha256, *cells)
             reports.write(row)
-            tallies.add(row)
+            count(row)
             result.scanned += 1
             result.animated += scored.animated
             if progress is not None:
@@ -281,4 +294,20 @@ def run_scan(
         reports.close()
         result.elapsed_s = time.perf_counter() - start
         result.ignored, result.unlisted = stats.ignored, stats.unlisted
+    if page is not None and options.html is not None:
+        result.html = write_html(page, _run_info(page, result), options.html)
     return result
+
+
+def _run_info(page: ReportCollector, result: ScanResult) -> RunInfo:
+    run = page.run_info(str(result.model))
+    run.facts += [
+        ("arch", result.arch),
+        ("provider", result.provider),
+        ("scanned by this run", str(result.scanned)),
+        ("from an earlier run", str(result.resumed)),
+        ("time", f"{result.elapsed_s:.1f} s"),
+        ("rate", "–" if result.rate is None else f"{result.rate:.1f} images/s"),
+        ("reports", ", ".join(map(str, result.reports)) or "–"),
+    ]
+    return run

@@ -206,6 +206,8 @@ def _notes(result: ScanResult, quiet: bool) -> None:
     if result.retried:
         resumed += f" ({_n(result.retried, 'error row')} scanned again)"
     reports = f"; rows in {', '.join(map(str, result.reports))}" if result.reports else ""
+    if result.html is not None:
+        reports += f"; page {result.html}"
     err_console.print(
         f"scanned {_n(result.scanned, 'file')}{resumed} in {result.elapsed_s:.1f} s{rate} "
         f"on {result.provider}{reports}",
@@ -236,6 +238,12 @@ def scan(
         Path | None,
         typer.Option(
             "--summary-json", help="Write the summary as JSON to this file ('-': to stdout)."
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", help="Write a self-contained HTML page of the scan here at the end."
         ),
     ] = None,
     threshold: Annotated[
@@ -302,6 +310,7 @@ def scan(
         existing="resume" if resume else "overwrite" if overwrite else "refuse",
         retry_errors=retry_errors,
         provenance=not no_provenance,
+        html=html,
     )
 
     def warn(message: str) -> None:
