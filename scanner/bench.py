@@ -1,11 +1,13 @@
 """``dfscan bench``: every stage of a scan measured on its own and together.
 
-Stages: decoding + preprocessing per image format (one thread, and the scanner's pool), the
-model alone per batch size and execution provider, the real end-to-end scan (the same
-``run_scan`` the CLI uses), scan memory against folder size (separate processes, so each peak
-is its own), and CLI start-up time. ``dfscan.export.bench_torch`` adds the PyTorch side (eager,
-TorchScript, the seed's pipeline, int8 and fft/spatial variants) when a checkpoint is given;
-it is imported only then, so this module stays torch-free.
+Stages: decoding + preprocessing per image format (one thread, and the scanner's pool),
+reading provenance hints (headers and chunks; on the plain files and on copies that declare a
+generator), the model alone per batch size and execution provider, the real end-to-end scan
+(the same ``run_scan`` the CLI uses, also with provenance off), scan memory against folder
+size (separate processes, so each peak is its own), and CLI start-up time.
+``dfscan.export.bench_torch`` adds the PyTorch side (eager, TorchScript, the seed's pipeline,
+int8 and fft/spatial variants) when a checkpoint is given; it is imported only then, so this
+module stays torch-free.
 
 Figures are medians of repeated timings after a warm-up run; they are reported, never asserted.
 """
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from dfscan.scanner import __version__
-from dfscan.scanner.bench_images import make_bench_images, make_small_pngs
+from dfscan.scanner.bench_images import make_bench_images, make_small_pngs, with_declarations
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import DiscoveryStats, Found, discover
 from dfscan.scanner.errors import DataError
@@ -170,6 +172,21 @@ def bench_decode(paths: list[Path], detector: Detector, workers: int) -> dict[st
     }
 
 
+def bench_provenance(paths: list[Path], min_seconds: float) -> dict[str, Any]:
+    """``read_provenance`` over the files on one thread: what every scanned file pays."""
+    from dfscan.scanner.provenance import read_provenance
+
+    declaring = sum(read_provenance(p).label is not None for p in paths)
+    timing = time_repeated(lambda: [read_provenance(p) for p in paths], min_seconds)
+    per_image = timing.median / len(paths)
+    return {
+        "images": len(paths),
+        "declaring": declaring,
+        "ms_per_image": 1e3 * per_image,
+        "images_per_s": 1 / per_image if per_image > 0 else None,
+    }
+
+
 def sample_crops(paths: list[Path], detector: Detector, n: int) -> np.ndarray:
     """Up to ``n`` decoded model inputs (NHWC uint8), repeated when there are fewer files."""
     cfg = detector.meta.preprocess
@@ -202,9 +219,9 @@ def bench_model(
 
 
 def bench_scan(
-    folder: Path, detector: Detector, settings: BenchSettings, tmp: Path
+    folder: Path, detector: Detector, settings: BenchSettings, tmp: Path, provenance: bool = True
 ) -> dict[str, Any]:
-    """The real pipeline (discovery, decode pool, batches, CSV) on one folder."""
+    """The real pipeline (discovery, decode pool, provenance, batches, CSV) on one folder."""
     options = ScanOptions(
         folders=[folder],
         model=settings.model,
@@ -212,6 +229,7 @@ def bench_scan(
         existing="overwrite",
         batch_size=settings.scan_batch_size,
         workers=settings.workers,
+        provenance=provenance,
     )
     run_scan(options, detector=detector)  # warm-up: file cache, thread pools
     result = run_scan(options, detector=detector)
@@ -341,6 +359,20 @@ def run_bench(
             fmt: bench_decode(paths, main, workers) for fmt, paths in groups.items()
         }
 
+        note("provenance hints")
+        report["provenance"] = {
+            fmt: bench_provenance(paths, min(settings.min_seconds, 1.0))
+            for fmt, paths in groups.items()
+        }
+        declaring = tmp / "declaring"
+        declaring.mkdir()
+        for fmt, paths in groups.items():
+            if fmt in ("jpeg", "png"):
+                copies = [with_declarations(p, declaring / f"{fmt}-{p.name}") for p in paths[:16]]
+                report["provenance"][f"{fmt} declaring"] = bench_provenance(
+                    copies, min(settings.min_seconds, 1.0)
+                )
+
         note("model alone")
         crops = sample_crops(next(iter(groups.values())), main, max(settings.batch_sizes))
         report["model_only"] = []
@@ -362,6 +394,11 @@ def run_bench(
                 row["images_per_s"], report, main.provider, settings.scan_batch_size
             )
             report["scan"][fmt] = row
+        first = next(iter(scan_folders))
+        first_folder = scan_folders[first]
+        assert first_folder is not None
+        off = bench_scan(first_folder, main, settings, tmp, provenance=False)
+        report["scan"][first]["images_per_s_without_provenance"] = off["images_per_s"]
 
         report["memory"] = []
         if settings.memory_files:
@@ -424,6 +461,7 @@ REQUIRED_FIELDS = (
     "model.threads",
     "images.per_format",
     "decode",
+    "provenance",
     "model_only",
     "scan",
     "memory",

@@ -31,6 +31,15 @@ def bench_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "",
             )
         )
+    for fmt, d in report["provenance"].items():
+        rows.append(
+            (
+                "provenance hints",
+                f"{fmt}, 1 thread",
+                _rate(d["images_per_s"]),
+                f"{d['ms_per_image']:.3f} ms per image; {d['declaring']} of {d['images']} declare",
+            )
+        )
     for m in report["model_only"]:
         rows.append(
             (
@@ -43,6 +52,8 @@ def bench_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for fmt, s in report["scan"].items():
         frac = s.get("fraction_of_model_only")
         note = "" if frac is None else f"{100 * frac:.0f}% of model-only"
+        if s.get("images_per_s_without_provenance"):
+            note += f"; {_rate(s['images_per_s_without_provenance'])} with --no-provenance"
         rows.append(("end-to-end scan", fmt, _rate(s["images_per_s"]), note))
     for m in report["memory"]:
         rows.append(

@@ -69,3 +69,47 @@ def make_small_pngs(root: Path, n: int, size: int = 64, seed: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(tiles[i % 16]).save(folder / f"{i:06d}.png", compress_level=1)
     return root
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def with_declarations(src: Path, dst: Path) -> Path:
+    """A copy of a bench PNG or JPEG that declares it was generated, as front-ends write it:
+    ComfyUI ``prompt``/``workflow`` text chunks (a few KB of JSON) in a PNG; EXIF Software and
+    an XMP DigitalSourceType packet in a JPEG. Bytes are inserted, pixels are not re-encoded."""
+    import json
+    import struct
+
+    data = src.read_bytes()
+    if data.startswith(b"\x89PNG"):
+        graph = {str(i): {"class_type": "KSampler", "inputs": {"seed": i}} for i in range(60)}
+        chunks = b"".join(
+            _png_chunk(b"tEXt", key + b"\x00" + json.dumps(graph).encode())
+            for key in (b"prompt", b"workflow")
+        )
+        end = data.rindex(b"IEND") - 4
+        dst.write_bytes(data[:end] + chunks + data[end:])
+        return dst
+    exif = Image.Exif()
+    exif[0x0131] = "Midjourney"
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+        b'22-rdf-syntax-ns#"><rdf:Description xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmp'
+        b'Ext/2008-02-29/" Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digital'
+        b'sourcetype/trainedAlgorithmicMedia"/></rdf:RDF></x:xmpmeta>'
+    )
+    segments = b""
+    for body in (b"Exif\x00\x00" + exif.tobytes(), b"http://ns.adobe.com/xap/1.0/\x00" + xmp):
+        segments += b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    dst.write_bytes(data[:2] + segments + data[2:])
+    return dst

@@ -44,6 +44,11 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
     assert all(
         m["peak_rss_mb"] and m["peak_rss_mb"] < report["peak_rss_mb"] * 4 for m in report["memory"]
     )
+    for name, p in report["provenance"].items():  # plain files declare nothing, copies do
+        assert p["ms_per_image"] > 0 and p["declaring"] == (
+            p["images"] if "declaring" in name else 0
+        )
+    assert report["scan"]["jpeg"]["images_per_s_without_provenance"] > 0
     assert report["cli_startup_s"]["help"] > 0 and report["torch"] is None
     assert report["model"]["provider"] == "CPUExecutionProvider"
     assert "end-to-end scan" in output and "model only" in output
