@@ -7,7 +7,6 @@ random noise lacks, and they are what the exported graph will see.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -98,12 +97,3 @@ def bundled_photos(preprocess: PreprocessConfig, views: int = 3, seed: int = 0) 
         arrays.append(arr.astype(np.uint8))
         names.append(name)
     return ImageSet(to_chw_batch(arrays), names, "bundled photos (skimage.data) + synthetic")
-
-
-def calibration_batches(
-    root: Path, preprocess: PreprocessConfig, limit: int = 128, batch_size: int = 8
-) -> Iterator[np.ndarray]:
-    """Batches of real photos for int8 activation ranges."""
-    images = folder_images(root, preprocess, limit).batch
-    for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size]

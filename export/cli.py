@@ -34,7 +34,8 @@ def export(
         str,
         typer.Option(
             help="int8: backbone stages kept in float (comma list, or 'none'); the early "
-            "full-resolution stages carry the pixel-level traces."
+            "full-resolution stages carry the pixel-level traces. A stage that matches no "
+            "node of the graph is an error."
         ),
     ] = "stem,layer1",
     input_dtype: Annotated[
@@ -53,6 +54,13 @@ def export(
         ),
     ] = None,
     check_limit: Annotated[int, typer.Option(help="At most this many check images.")] = 64,
+    ap_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="--check on labelled images: the AP an fp16/int8 graph may lose against the "
+            "fp32 model before the check fails (exit 6)."
+        ),
+    ] = 0.01,
 ) -> None:
     """Export a checkpoint to ONNX (and TorchScript) with the preprocessing maths and metadata."""
     from dfscan.export.exporter import export_checkpoint, file_size
@@ -67,6 +75,7 @@ def export(
         check=check,
         check_images=check_images,
         check_limit=check_limit,
+        ap_tolerance=ap_tolerance,
         int8_float_stages=tuple(
             p.strip() for p in int8_float_stages.split(",") if p.strip() not in ("", "none")
         ),
@@ -76,6 +85,14 @@ def export(
         f"{meta.arch} {meta.input} {meta.size}² {meta.precision}, threshold "
         f"{meta.threshold:.3f} → {result.onnx_path} ({file_size(result.onnx_bytes)})"
     )
+    matched = result.int8_threshold
+    if matched is not None:
+        console.print(
+            f"int8 threshold {matched.threshold:.6f} (fp32 {matched.fp32_threshold:.6f}): flags "
+            f"{100 * matched.int8_fpr:.1f} % of the {matched.reals} calibration reals, as fp32 "
+            f"does ({100 * matched.fpr:.1f} %; the fp32 threshold would flag "
+            f"{100 * matched.int8_fpr_at_fp32_threshold:.1f} %)"
+        )
     if result.torchscript_path is not None and result.torchscript_bytes is not None:
         size = file_size(result.torchscript_bytes)
         console.print(f"TorchScript → {result.torchscript_path} ({size})")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dfscan.export.check_images import bundled_photos, calibration_batches, folder_images
+from dfscan.export.check_images import bundled_photos, folder_images
 from dfscan.export.graph_module import INPUT_DTYPES, InputDType, exportable
 from dfscan.export.metadata import build_meta
 from dfscan.export.onnx_writer import (
@@ -17,8 +17,8 @@ from dfscan.export.onnx_writer import (
     forbid_dft,
     save_onnx,
 )
-from dfscan.export.parity import ParityError, ParityReport, check_parity
-from dfscan.export.precision import INT8_FLOAT_STAGES
+from dfscan.export.parity import AP_TOLERANCE, ParityError, ParityReport, check_parity
+from dfscan.export.precision import INT8_FLOAT_STAGES, MatchedThreshold
 from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.model_meta import PRECISIONS, ModelMeta
 from dfscan.train.checkpoint import load_checkpoint
@@ -34,6 +34,7 @@ class ExportResult:
     torchscript_path: Path | None = None
     torchscript_bytes: int | None = None
     parity: ParityReport | None = None
+    int8_threshold: MatchedThreshold | None = None  # how the int8 graph's threshold was set
 
     def raise_for_parity(self) -> None:
         if self.parity is not None and not self.parity.passed:
@@ -68,7 +69,16 @@ def export_checkpoint(
     check_limit: int = 64,
     calibration_limit: int = 128,
     int8_float_stages: tuple[str, ...] = INT8_FLOAT_STAGES,
+    ap_tolerance: float = AP_TOLERANCE,
 ) -> ExportResult:
+    """Write the ONNX graph (and TorchScript), optionally checked against the trained model.
+
+    int8 graphs get their own threshold: the one at which they flag the same share of the
+    calibration reals as the fp32 graph flags at the checkpoint's threshold (int8 shifts the
+    scores; the checkpoint's threshold would give another false-positive rate). ``check``
+    fails (``ParityError``, exit 6) on fp32 disagreement, and when fp16/int8 lose more than
+    ``ap_tolerance`` AP on labelled check images.
+    """
     start = time.perf_counter()
     if precision not in PRECISIONS:
         raise DfscanError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -81,6 +91,8 @@ def export_checkpoint(
         )
     if calibration is not None and not calibration.is_dir():
         raise DataError(f"calibration folder not found: {calibration}")
+    if not 0 <= ap_tolerance <= 1:
+        raise DfscanError(f"AP tolerance must be between 0 and 1, got {ap_tolerance}")
     if check_images is not None and not check_images.is_dir():
         raise DataError(f"check image folder not found: {check_images}")
     for path in (onnx_path, torchscript_path):
@@ -96,28 +108,49 @@ def export_checkpoint(
     if precision == "int8":
         settings |= {"float_stages": list(int8_float_stages), "calibration": calibration.name}
     meta = replace(build_meta(loaded, precision), export=settings)
+    fp32_meta = replace(meta, precision="fp32", export={"input_dtype": input_dtype, "opset": OPSET})
+    matched = None
     module = exportable(loaded.model, meta.classes)
     graph_module = (
         exportable(loaded.model, meta.classes, half=True) if precision == "fp16" else module
     )
     proto = export_onnx_proto(graph_module, meta.size, input_dtype)
     if precision == "int8":
-        from dfscan.export.precision import to_int8
+        from dfscan.export.precision import (
+            INT8_THRESHOLD_RULE,
+            graph_scores,
+            match_int8_threshold,
+            to_int8,
+        )
 
         assert calibration is not None
-        batches = calibration_batches(calibration, meta.preprocess, calibration_limit)
-        proto = to_int8(proto, batches, int8_float_stages)
+        calib = folder_images(calibration, meta.preprocess, calibration_limit)
+        images = calib.batch
+        int8 = to_int8(
+            proto, (images[i : i + 8] for i in range(0, len(images), 8)), int8_float_stages
+        )
+        reals = images if calib.labels is None else images[calib.labels == 0]
+        matched = match_int8_threshold(
+            meta.threshold, graph_scores(proto, reals), graph_scores(int8, reals)
+        )
+        meta = replace(
+            meta,
+            threshold=matched.threshold,
+            threshold_rule=INT8_THRESHOLD_RULE,
+            export=settings | matched.settings() | {"fp32_threshold_rule": meta.threshold_rule},
+        )
+        proto = int8
     forbid_dft(proto)
     attach_metadata(proto, meta)
     result = ExportResult(onnx_path, save_onnx(proto, onnx_path), meta, 0.0)
+    result.int8_threshold = matched
 
     if torchscript_path is not None:
         from dfscan.export.torchscript_writer import export_torchscript
 
-        ts_meta = replace(meta, precision="fp32")  # TorchScript is the fp32 model
-        result.torchscript_path = torchscript_path
+        result.torchscript_path = torchscript_path  # TorchScript is the fp32 model
         result.torchscript_bytes = export_torchscript(
-            module, meta.size, input_dtype, ts_meta, torchscript_path
+            module, meta.size, input_dtype, fp32_meta, torchscript_path
         )
     if check:
         images = (
@@ -126,7 +159,14 @@ def export_checkpoint(
             else bundled_photos(meta.preprocess)
         )
         result.parity = check_parity(
-            loaded.model, images, onnx_path, precision, input_dtype, module, torchscript_path
+            loaded.model,
+            images,
+            onnx_path,
+            precision,
+            input_dtype,
+            module,
+            torchscript_path,
+            ap_tolerance=ap_tolerance,
         )
     result.seconds = time.perf_counter() - start
     return result

@@ -9,7 +9,8 @@ mismatched model fails at load time with a clear message rather than on the firs
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -20,7 +21,7 @@ from PIL import Image
 from dfscan.scanner.errors import DataError, ModelError, first_line
 from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta, meta_from_session
 from dfscan.scanner.preprocess import load_image, prepare, to_rgb
-from dfscan.scanner.runtime import Device, open_session
+from dfscan.scanner.runtime import CPU, CUDA, Device, open_session, parse_device
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias)
 
@@ -113,15 +114,36 @@ class Detector:
         self.warning = warning  # why it runs on the CPU although CUDA was wanted
         self.source = source
         self._graph = _inspect(session, meta, source)
+        # under device="auto" on CUDA: how to reopen on the CPU if the first real batch fails
+        self._cpu_fallback: Callable[[], Any] | None = None
+        self._notify: Callable[[str], None] | None = None
+        self._proven = False  # a batch has run: later failures are not the device's
 
     @classmethod
     def from_onnx(
-        cls, path: str | Path, device: Device = "auto", threads: int | None = None
+        cls,
+        path: str | Path,
+        device: Device | str = "auto",
+        threads: int | None = None,
+        device_id: int | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> Detector:
-        """Load a model written by ``dfscan export``; ``ModelError``/``DeviceError`` if unusable."""
-        opened = open_session(Path(path), device, threads)
+        """Load a model written by ``dfscan export``; ``ModelError``/``DeviceError`` if unusable.
+
+        ``device``: ``auto`` (CUDA when it works, else the CPU with ``warning`` saying why),
+        ``cpu``, ``cuda`` or ``cuda:N``; ``threads``: ONNX Runtime intra-op threads;
+        ``device_id``: the GPU. Under ``auto``, a CUDA session whose first real batch fails
+        (e.g. out of GPU memory at a larger batch than the start-up probe) is reopened on the
+        CPU and the batch rerun; ``notify`` (default: ``warnings.warn``) gets the one warning.
+        """
+        path = Path(path)
+        opened = open_session(path, device, threads, device_id)
         meta = meta_from_session(opened.session, str(path))
-        return cls(opened.session, meta, opened.provider, opened.warning, str(path))
+        detector = cls(opened.session, meta, opened.provider, opened.warning, str(path))
+        detector._notify = notify
+        if opened.provider == CUDA and parse_device(str(device))[0] == "auto":
+            detector._cpu_fallback = lambda: open_session(path, "cpu", threads).session
+        return detector
 
     @property
     def threshold(self) -> float:
@@ -162,13 +184,29 @@ class Detector:
         try:
             (out,) = self.session.run([g.output_name], {g.input_name: feed})
         except Exception as exc:  # ORT's own exception types
-            raise ModelError(f"inference failed on {self.source}: {first_line(exc)}") from None
+            if self._cpu_fallback is None or self._proven:
+                raise ModelError(f"inference failed on {self.source}: {first_line(exc)}") from None
+            self._fall_back_to_cpu(exc)
+            return self._run_chunk(nchw)
+        self._proven = True
         out = np.asarray(out, dtype=np.float64)
         if g.output_is_logits:
             out = out.reshape(len(nchw), -1)
             shifted = np.exp(out - out.max(axis=1, keepdims=True))
             return shifted[:, g.fake_index] / shifted.sum(axis=1)
         return out.reshape(len(nchw))
+
+    def _fall_back_to_cpu(self, exc: BaseException) -> None:
+        assert self._cpu_fallback is not None
+        reopen, self._cpu_fallback = self._cpu_fallback, None
+        self.session = reopen()
+        self._graph = _inspect(self.session, self.meta, self.source)
+        self.provider = CPU
+        self.warning = f"CUDA failed on the first batch ({first_line(exc)}); running on CPU"
+        if self._notify is not None:
+            self._notify(self.warning)
+        else:
+            warnings.warn(self.warning, RuntimeWarning, stacklevel=4)
 
     def predict(self, images: Iterable[ImageLike], batch_size: int = 32) -> np.ndarray:
         """p_fake for each image, in order; an unreadable image raises ``DataError``.

@@ -1,23 +1,30 @@
 """ONNX Runtime sessions: providers picked from what actually works, threads set for the machine.
 
 ``auto`` tries CUDA and falls back to the CPU with one warning that says why; ``cuda`` fails
-when CUDA cannot be used. ONNX Runtime writes provider failures straight to the process's
-stderr from C++, so they are captured at the file-descriptor level and turned into that one
-warning instead of a screenful of log.
+(``DeviceError``, exit 5) when CUDA cannot be used. A CUDA session counts as working once it
+has been created on the CUDA provider *and* has run a first batch: a missing library, a
+missing driver, a provider that raises while the session is created and a kernel that fails on
+the first run are all the device's fault, reported as such, never as an unusable model.
+
+Nothing redirects the process's stdout/stderr. ONNX Runtime's own switches keep it quiet:
+sessions log errors only (``log_severity_level``), its Python-level provider fallback (which
+prints a banner to stdout) is turned off (``enable_fallback=0``) because we do our own, and
+the CUDA provider library is probed with ``dlopen`` first, which names a missing library
+without ONNX Runtime logging it. When the library loads but the provider still fails, ONNX
+Runtime's default logger is set to errors only (``set_default_logger_severity(3)``) so its
+warnings are replaced by ours.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
+import ctypes
 import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dfscan.scanner.errors import DeviceError, ModelError, first_line
 
@@ -59,25 +66,46 @@ def session_options(threads: int | None = None, optimize: bool = True):
     return so
 
 
-def load_session(
-    path: Path, providers: Sequence[str], threads: int | None = None, optimize: bool = True
-):
-    """An InferenceSession, or a ModelError that says what is wrong with the file."""
-    import onnxruntime as ort
+ProviderSpec = str | tuple[str, dict[str, Any]]
+ORT_LOG_ERRORS = 3  # ONNX Runtime severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 
+
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise ModelError(f"model not found: {path}")
     if not path.is_file():
         raise ModelError(f"model path is not a file: {path}")
+
+
+def _create(model: Path | bytes, providers: Sequence[ProviderSpec], threads, optimize: bool):
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(
+        source,
+        session_options(threads, optimize),
+        providers=list(providers),
+        enable_fallback=0,  # no retry banner on stdout: open_session does its own fallback
+    )
+
+
+def load_session(
+    path: Path, providers: Sequence[ProviderSpec], threads: int | None = None, optimize: bool = True
+):
+    """An InferenceSession, or a ModelError that says what is wrong with the file."""
+    _check_file(path)
     try:
-        return ort.InferenceSession(
-            str(path), session_options(threads, optimize), providers=list(providers)
-        )
+        return _create(path, providers, threads, optimize)
     except Exception as exc:  # ORT raises its own pybind exception types
         raise ModelError(
             f"{path} is not a usable ONNX model: {first_line(exc)}",
             hint="pass an .onnx file written by dfscan export",
         ) from None
+
+
+def session_from_bytes(model: bytes, providers: Sequence[ProviderSpec], threads: int | None = None):
+    """A session on an in-memory graph (export checks); errors are ONNX Runtime's own."""
+    return _create(model, providers, threads, True)
 
 
 @dataclass
@@ -87,62 +115,103 @@ class OpenedSession:
     warning: str | None = None
 
 
-@contextlib.contextmanager
-def _native_output_captured() -> Iterator[list[str]]:
-    """Collect what C++ code (and Python) writes to stdout/stderr inside the block."""
-    lines: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile() as tmp:
-        try:
-            for fd in saved:
-                os.dup2(tmp.fileno(), fd)
-            with contextlib.redirect_stdout(io.StringIO()) as out:
-                yield lines
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            tmp.seek(0)
-            text = tmp.read().decode("utf-8", "replace") + out.getvalue()
-            lines.extend(re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines())
+def first_batch(session: Any) -> None:
+    """Run one all-zero batch (dynamic dimensions = 1): proves the provider's kernels run."""
+    import numpy as np
+
+    dtypes = {"tensor(uint8)": np.uint8, "tensor(float16)": np.float16}
+    feed = {}
+    for inp in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+        feed[inp.name] = np.zeros(shape, dtype=dtypes.get(inp.type, np.float32))
+    session.run(None, feed)
 
 
-def cuda_failure_reason(log: Sequence[str]) -> str:
-    """The most useful phrase of ONNX Runtime's CUDA start-up log."""
-    for line in log:
-        match = re.search(r"with error: (.+?)(?:: cannot open shared object file.*)?$", line)
-        if match:
-            return f"{match.group(1).strip()} could not be loaded"
-    for line in log:
-        if "Require cuDNN" in line or "Failed to create CUDAExecutionProvider" in line:
-            return "the CUDA/cuDNN libraries or the GPU driver are missing"
-    return "the CUDA provider did not start"
+def parse_device(device: str) -> tuple[Device, int]:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` → (device, CUDA device id)."""
+    name, _, index = str(device).partition(":")
+    if name in DEVICES and (not index or (name == "cuda" and index.isdigit())):
+        return name, int(index or 0)  # type: ignore[return-value]
+    raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)} or cuda:N")
 
 
-def open_session(path: Path, device: Device = "auto", threads: int | None = None) -> OpenedSession:
-    """A session on the requested device; ``auto`` = CUDA when it works, else CPU + warning."""
-    if device not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
-    if device == "cpu":
+def open_session(
+    path: Path,
+    device: Device | str = "auto",
+    threads: int | None = None,
+    device_id: int | None = None,
+) -> OpenedSession:
+    """A session on the requested device; ``auto`` = CUDA when it works, else CPU + warning.
+
+    ``threads`` sets ONNX Runtime's intra-op threads (default: the cores this process may use);
+    ``device_id`` (or ``device="cuda:N"``) picks the GPU. A file that no provider can load is
+    a ``ModelError``; CUDA that cannot be used is a ``DeviceError`` under ``cuda``.
+    """
+    name, index = parse_device(str(device))
+    index = index if device_id is None else device_id
+    if name == "cpu":
         return OpenedSession(load_session(path, [CPU], threads), CPU)
-    if CUDA not in available_providers():
-        reason = "this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)"
-        session = None
-    else:
-        with _native_output_captured() as log:
-            _preload_cuda_libraries()
-            session = load_session(path, [CUDA, CPU], threads)
-        if session.get_providers()[0] == CUDA:
-            return OpenedSession(session, CUDA)
-        reason = cuda_failure_reason(log)
-    if device == "cuda":
+    _check_file(path)
+    session, reason = _cuda_session(path, threads, index)
+    if session is not None:
+        return OpenedSession(session, CUDA)
+    if name == "cuda":
         raise DeviceError(f"CUDA is not available: {reason}", hint="use --device cpu or auto")
-    session = session or load_session(path, [CPU], threads)
-    return OpenedSession(session, CPU, f"CUDA unavailable ({reason}); running on CPU")
+    cpu = load_session(path, [CPU], threads)
+    return OpenedSession(cpu, CPU, f"CUDA unavailable ({reason}); running on CPU")
+
+
+def _cuda_session(path: Path, threads: int | None, device_id: int) -> tuple[Any, str]:
+    """(a session that ran a first batch on CUDA, "") or (None, why CUDA cannot be used)."""
+    if CUDA not in available_providers():
+        return None, "this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)"
+    _preload_cuda_libraries()
+    missing = cuda_library_problem()
+    if missing:
+        return None, missing
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(ORT_LOG_ERRORS)
+    providers = [(CUDA, {"device_id": str(device_id)}), CPU]
+    try:
+        session = _create(path, providers, threads, True)
+    except Exception as exc:
+        load_session(path, [CPU], threads, optimize=False)  # the file's fault: ModelError
+        return None, f"the CUDA session could not be created: {first_line(exc)}"
+    if session.get_providers()[0] != CUDA:
+        return None, "the CUDA provider did not start (no usable GPU or driver)"
+    try:
+        first_batch(session)
+    except Exception as exc:
+        return None, f"the first batch failed on CUDA: {first_line(exc)}"
+    return session, ""
+
+
+def cuda_provider_library() -> Path:
+    import onnxruntime as ort
+
+    return Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+
+
+def cuda_library_problem() -> str | None:
+    """Which shared library the CUDA provider lacks, found by loading it ourselves.
+
+    ONNX Runtime would log the same failure to stderr; ``dlopen`` reports it as an exception.
+    Only a missing file is a verdict: other load errors (symbols ONNX Runtime provides when it
+    loads the library itself) are left for ONNX Runtime to decide.
+    """
+    library = cuda_provider_library()
+    if os.name != "posix" or not library.exists():
+        return None
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        match = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", str(exc))
+        if match:
+            lib = match.group(1)
+            what = " (the NVIDIA driver)" if lib.startswith("libcuda.so") else ""
+            return f"{lib} could not be loaded{what}"
+    return None
 
 
 def _preload_cuda_libraries() -> None:

@@ -26,9 +26,44 @@ class Predictions:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``auto``: CUDA when torch can use it, else the CPU; ``cpu``; ``cuda`` or ``cuda:N``.
+
+    ``cuda`` without a working CUDA is a ``DeviceError`` (exit 5, one line), as in the scanner:
+    torch is asked whether it sees a GPU and then made to put a tensor on it, which catches a
+    driver that torch finds but cannot use. Under ``auto`` such a GPU means the CPU, with a
+    warning.
+    """
+    import warnings
+
+    from dfscan.scanner.errors import DeviceError, first_line
+
+    name, _, index = str(device).partition(":")
+    if name not in ("auto", "cpu", "cuda") or (index and not (name == "cuda" and index.isdigit())):
+        raise DeviceError(f"unknown device {device!r}; choose from auto, cpu, cuda or cuda:N")
+    if name == "cpu":
+        return torch.device("cpu")
+    target = torch.device("cuda", int(index or 0))
+    reason = None
+    if not torch.cuda.is_available():
+        reason = (
+            "this torch build has no CUDA (a CPU-only wheel)"
+            if torch.version.cuda is None
+            else "torch finds no CUDA GPU (no device, or the NVIDIA driver is missing)"
+        )
+    elif target.index >= torch.cuda.device_count():
+        reason = f"there is no GPU {target.index} ({torch.cuda.device_count()} found)"
+    else:
+        try:
+            torch.zeros(1, device=target).add_(1)
+        except Exception as exc:  # torch raises RuntimeError/AcceleratorError from the driver
+            reason = f"a first tensor failed on {target}: {first_line(exc)}"
+    if reason is None:
+        return target
+    if name == "cuda":
+        raise DeviceError(f"CUDA is not available: {reason}", hint="use --device cpu or auto")
+    if torch.cuda.is_available():  # a GPU torch sees but cannot use: say so once
+        warnings.warn(f"CUDA unavailable ({reason}); running on CPU", RuntimeWarning, stacklevel=2)
+    return torch.device("cpu")
 
 
 @torch.no_grad()
