@@ -226,34 +226,47 @@ class _Source:
         return data
 
 
-def read_provenance(path: str | Path, c2pa: bool = True) -> Provenance:
-    """Everything ``path`` declares about its origin; never raises for bad metadata.
+def read_provenance(source: str | Path | BinaryIO, c2pa: bool = True) -> Provenance:
+    """Everything ``source`` (a path, or a seekable binary file such as ``io.BytesIO``)
+    declares about its origin; never raises for bad metadata.
 
     ``c2pa``: validate C2PA manifests with c2pa-python when it is installed.
     """
     prov = Provenance()
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as f:
+                _read_all(f, prov, c2pa)
+        except OSError as exc:
+            prov.note(f"could not read metadata: {exc.strerror or exc}")
+        return prov
+    _read_all(source, prov, c2pa)
+    return prov
+
+
+def _read_all(f: BinaryIO, prov: Provenance, c2pa: bool) -> None:
+    has_c2pa, kind = False, ""
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        head = f.read(16)
+        f.seek(0)
+        src = _Source(f)
+        if head.startswith(_PNG_SIGNATURE):
+            kind, has_c2pa = "image/png", _read_png(src, prov)
+        elif head.startswith(b"\xff\xd8"):
+            kind, has_c2pa = "image/jpeg", _read_jpeg(src, prov)
+        elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind, has_c2pa = "image/webp", _read_webp(src, prov)
+        else:
             f.seek(0)
-            src = _Source(f)
-            if head.startswith(_PNG_SIGNATURE):
-                kind, has_c2pa = "image/png", _read_png(src, prov)
-            elif head.startswith(b"\xff\xd8"):
-                kind, has_c2pa = "image/jpeg", _read_jpeg(src, prov)
-            elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-                kind, has_c2pa = "image/webp", _read_webp(src, prov)
-            else:
-                kind, has_c2pa = "", _read_other(path, prov)
+            _read_other(f, prov)
     except OSError as exc:
         prov.note(f"could not read metadata: {exc.strerror or exc}")
-        return prov
+        return
     except (EOFError, ValueError, struct.error) as exc:
         prov.note(f"metadata cut short or malformed: {exc}")
-        has_c2pa, kind = False, ""
     if has_c2pa:
-        _read_c2pa(path, kind, prov, c2pa)
-    return prov
+        f.seek(0)
+        _read_c2pa(f, kind, prov, c2pa)
 
 
 def _read_png(src: _Source, prov: Provenance) -> bool:
@@ -436,7 +449,7 @@ def _read_webp(src: _Source, prov: Provenance) -> bool:
     return has_c2pa
 
 
-def _read_other(path: str | Path, prov: Provenance) -> bool:
+def _read_other(path: BinaryIO, prov: Provenance) -> bool:
     """GIF, TIFF, BMP…: EXIF and XMP through Pillow's lazy open (headers only, no pixels)."""
     from PIL import Image
 
@@ -570,7 +583,7 @@ def _context() -> Any:
     return _c2pa_context
 
 
-def _read_c2pa(path: str | Path, kind: str, prov: Provenance, enabled: bool) -> None:
+def _read_c2pa(f: BinaryIO, kind: str, prov: Provenance, enabled: bool) -> None:
     """Read and validate the manifest store (offline: no remote manifests, no OCSP)."""
     info: dict[str, Any] = {}
     prov.detail["c2pa"] = info
@@ -583,7 +596,7 @@ def _read_c2pa(path: str | Path, kind: str, prov: Provenance, enabled: bool) -> 
     import c2pa
 
     try:
-        with open(path, "rb") as f, c2pa.Reader(kind or None, f, None, _context()) as reader:
+        with c2pa.Reader(kind or None, f, None, _context()) as reader:
             state = reader.get_validation_state()
             manifest = reader.get_active_manifest() or {}
             status = json.loads(reader.json()).get("validation_status") or []

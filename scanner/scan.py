@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import (
@@ -33,19 +33,26 @@ from dfscan.scanner.discovery import (
     discover,
 )
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.pipeline import default_workers, score
+from dfscan.scanner.pipeline import Scored, default_workers, score
 from dfscan.scanner.preprocess import IMAGE_EXTENSIONS
 from dfscan.scanner.provenance import read_provenance
 from dfscan.scanner.report_html import ReportCollector, RunInfo, write_html
 from dfscan.scanner.reports import Row
 from dfscan.scanner.resume import Existing, check_reports, open_reports
 from dfscan.scanner.runtime import Device
+from dfscan.scanner.sources import check_uri, discover_uri, is_uri
 from dfscan.scanner.tallies import Tallies
+
+if TYPE_CHECKING:
+    from dfscan.scanner.engine_ray import RayOptions
+
+
+Engine = Literal["auto", "local", "ray"]
 
 
 @dataclass
 class ScanOptions:
-    folders: Sequence[Path]
+    folders: Sequence[Path | str]  # local folders/files, or fsspec URIs (s3://…) with ray
     model: Path
     csv: Path | None = None
     jsonl: Path | None = None
@@ -57,6 +64,8 @@ class ScanOptions:
     retry_errors: bool = False  # with resume: scan again the files whose rows have an error
     provenance: bool = True  # read what files declare about their origin (C2PA, XMP, PNG, EXIF)
     html: Path | None = None  # write a self-contained HTML page at the end
+    engine: Engine = "auto"  # auto: local, or ray when a source is a URI
+    ray: RayOptions | None = None  # --engine ray settings (workers, address, resources)
 
 
 class ScanProgress(Protocol):
@@ -168,7 +177,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _no_images(roots: Sequence[Path], stats: DiscoveryStats) -> DataError:
+def _no_images(roots: Sequence[Path | str], stats: DiscoveryStats) -> DataError:
     where = ", ".join(str(r) for r in roots)
     seen = f"; ignored {_plural(stats.ignored, 'file')} of other types" if stats.ignored else ""
     if stats.unlisted:
@@ -206,7 +215,15 @@ def run_scan(
     Raises ``DataError``/``ModelError``/``DeviceError`` for what the user must fix; an
     unreadable image is never an exception, it is a row with an error.
     """
-    roots = check_roots(options.folders)
+    sources = [str(f) for f in options.folders]
+    uris = [s for s in sources if is_uri(s)]
+    engine = options.engine if options.engine != "auto" else ("ray" if uris else "local")
+    if uris and engine == "local":
+        raise DataError("URI sources are read by the Ray engine", hint="pass --engine ray")
+    local = [Path(s) for s in sources if not is_uri(s)]
+    roots = check_roots(local) if local else []
+    for uri in uris:
+        check_uri(uri)
     check_reports(options.csv, options.jsonl, options.existing)
     if options.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {options.batch_size}")
@@ -214,7 +231,9 @@ def run_scan(
         raise DataError(f"--html path is a folder: {options.html}")
     if options.retry_errors and options.existing != "resume":
         raise DataError("--retry-errors continues a report: pass it with --resume")
-    detector = detector or Detector.from_onnx(options.model, options.device)
+    # (with Ray the actors score; the driver's session only reads the model's metadata)
+    device = "cpu" if engine == "ray" else options.device
+    detector = detector or Detector.from_onnx(options.model, device)
     model_sha256 = file_sha256(options.model)
     if detector.warning:
         notify(detector.warning)
@@ -223,11 +242,37 @@ def run_scan(
         raise DataError(f"threshold must be between 0 and 1, got {threshold}")
 
     stats = DiscoveryStats()
-    files = discover(roots, stats)
+    files = itertools.chain(
+        discover(roots, stats) if roots else (), *(discover_uri(u, stats) for u in uris)
+    )
     first = next(files, None)
     if first is None:
-        raise _no_images(roots, stats)
+        raise _no_images(sources, stats)
 
+    ray_engine = _start_ray(options) if engine == "ray" else None  # before any file is touched
+    try:
+        return _scan(options, progress, notify, detector, ray_engine, sources, roots, stats,
+                     first, files, threshold, model_sha256, bool(uris))  # fmt: skip
+    finally:
+        if ray_engine is not None:
+            ray_engine.close()
+
+
+def _scan(
+    options: ScanOptions,
+    progress: ScanProgress | None,
+    notify: Callable[[str], None],
+    detector: Detector,
+    ray_engine: Any,
+    sources: list[str],
+    roots: Sequence[Path],
+    stats: DiscoveryStats,
+    first: Found,
+    files: Iterator[Found],
+    threshold: float,
+    model_sha256: str,
+    remote: bool,
+) -> ScanResult:
     tallies = Tallies()
     page = ReportCollector() if options.html is not None else None
 
@@ -262,20 +307,18 @@ def run_scan(
     stop = threading.Event()
     if progress is not None:
         progress.start()
-        _count_in_background(roots, reports.done, progress, stop)
+        if not remote:  # (remote listings are not counted twice)
+            _count_in_background(roots, reports.done, progress, stop)
     todo: Iterable[Found] = (
         f for f in itertools.chain([first], files) if f.path not in reports.done
     )
-    provenance = None
-    if options.provenance:
-        workers = default_workers() if options.workers is None else options.workers
-        provenance = _ProvenanceAhead(min(workers, 2))
-        todo = provenance.feed(todo)
     start = time.perf_counter()
-    scored_files = score(todo, detector, options.batch_size, options.workers)
+    if ray_engine is not None:
+        stream, close = ray_engine.score(todo), lambda: None
+    else:
+        stream, close = _local_stream(todo, detector, options)
     try:
-        for scored in scored_files:
-            cells = provenance.take() if provenance is not None else (None, None)
+        for scored, cells in stream:
             row = Row.from_scored(scored, threshold, model_sha256, *cells)
             reports.write(row)
             count(row)
@@ -288,15 +331,51 @@ def run_scan(
             progress.set_total(result.scanned)
     finally:
         stop.set()
-        scored_files.close()  # stops the decoding pool now, also on Ctrl-C
-        if provenance is not None:
-            provenance.close()
+        close()  # stops the decoding pool (or Ray) now, also on Ctrl-C
         reports.close()
         result.elapsed_s = time.perf_counter() - start
         result.ignored, result.unlisted = stats.ignored, stats.unlisted
     if page is not None and options.html is not None:
         result.html = write_html(page, _run_info(page, result), options.html)
     return result
+
+
+Stream = Iterator[tuple[Scored, ProvenanceCells]]
+
+
+def _local_stream(
+    todo: Iterable[Found], detector: Detector, options: ScanOptions
+) -> tuple[Stream, Callable[[], None]]:
+    """The local engine: the decoding pool and batched ORT, provenance on its own threads."""
+    provenance = None
+    if options.provenance:
+        workers = default_workers() if options.workers is None else options.workers
+        provenance = _ProvenanceAhead(min(workers, 2))
+        todo = provenance.feed(todo)
+    scored_files = score(todo, detector, options.batch_size, options.workers)
+
+    def stream() -> Stream:
+        for scored in scored_files:
+            yield scored, provenance.take() if provenance is not None else (None, None)
+
+    def close() -> None:
+        scored_files.close()
+        if provenance is not None:
+            provenance.close()
+
+    return stream(), close
+
+
+def _start_ray(options: ScanOptions) -> Any:
+    """The Ray engine (started or joined): the same rows, scored by an actor pool."""
+    from dataclasses import replace
+
+    from dfscan.scanner.engine_ray import RayEngine, RayOptions
+
+    settings = replace(
+        options.ray or RayOptions(), batch_size=options.batch_size, provenance=options.provenance
+    )
+    return RayEngine(options.model.read_bytes(), settings)
 
 
 def _run_info(page: ReportCollector, result: ScanResult) -> RunInfo:

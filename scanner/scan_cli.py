@@ -37,6 +37,12 @@ SCAN_HELP = (
 )
 
 
+class EngineChoice(str, Enum):
+    auto = "auto"
+    local = "local"
+    ray = "ray"
+
+
 class DeviceChoice(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -218,10 +224,11 @@ def _notes(result: ScanResult, quiet: bool) -> None:
 @report_errors
 def scan(
     folders: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             help="Folders to scan (recursively); the first-level subfolder of a file is its "
-            "generator. Files may be given too.",
+            "generator. Files may be given too, and fsspec URIs (s3://bucket/prefix) with the "
+            "Ray engine.",
             show_default=False,
         ),
     ],
@@ -261,8 +268,26 @@ def scan(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 32,
     workers: Annotated[
         int | None,
-        typer.Option(min=0, help="Decoding threads (0: decode inline). Default: one per core."),
+        typer.Option(
+            min=0,
+            help="Decoding threads (0: decode inline; default one per core); with --engine ray "
+            "the number of actors (default: the cluster's CPUs / --cpus-per-worker).",
+        ),
     ] = None,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(help="local threads, or Ray Data actors; auto: ray for URI sources."),
+    ] = EngineChoice.auto,
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: 'auto' or ray://HOST:PORT (default: start a local Ray)."),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float, typer.Option(min=0.1, help="--engine ray: CPUs per actor (its ORT threads).")
+    ] = 1.0,
+    gpus_per_worker: Annotated[
+        float, typer.Option(min=0.0, help="--engine ray: GPUs per actor (> 0: CUDA provider).")
+    ] = 0.0,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue the scan in the existing --csv/--jsonl."),
@@ -292,6 +317,7 @@ def scan(
     ] = False,
 ) -> None:
     """Scan folders of images and report which look generated (see SCAN_HELP)."""
+    from dfscan.scanner.engine_ray import RayOptions
     from dfscan.scanner.scan import ScanOptions, run_scan
 
     if resume and overwrite:
@@ -306,11 +332,18 @@ def scan(
         threshold=threshold,
         device=device.value,
         batch_size=batch_size,
-        workers=workers,
+        workers=None if engine == EngineChoice.ray else workers,
         existing="resume" if resume else "overwrite" if overwrite else "refuse",
         retry_errors=retry_errors,
         provenance=not no_provenance,
         html=html,
+        engine=engine.value,
+        ray=RayOptions(
+            address=address,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+        ),
     )
 
     def warn(message: str) -> None:
