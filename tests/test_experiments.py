@@ -99,9 +99,9 @@ def test_quick_grid_writes_complete_results(quick):
     rows = read_csv(out / "results.csv")
     assert len(rows) == 3 and all(r["status"] == "done" for r in rows)
     assert [(r["input"], r["augment"]) for r in rows] == [
-        ("spatial", "True"),
-        ("fft", "True"),
-        ("spatial", "False"),
+        ("spatial", "on"),
+        ("fft", "on"),
+        ("spatial", "off"),
     ]
     gens = [c for c in rows[0] if c.startswith("detection_")]
     assert len(gens) >= 2

@@ -1,4 +1,5 @@
-"""Training-time augmentation on HWC uint8 crops (after the shared geometry).
+"""Training-time augmentation: on the decoded source (rescale, re-encoding) and on HWC uint8
+crops (blur, flips, affine), around the shared geometry.
 
 Defaults keep what is harmless to generator traces and add robustness:
 
@@ -8,6 +9,11 @@ Defaults keep what is harmless to generator traces and add robustness:
 - RandomAffine(shear=10, scale 0.8-1.2) and the 4-patch split are the seed's, off by default:
   affine resampling low-passes the very high-frequency traces the FFT model looks for, and
   4-patch in crop mode needs 2× larger images. Both are one flag away.
+
+Presets (``AUGMENT_PRESETS``): ``on`` (the defaults), ``off``, ``seed`` (the write-up's flips +
+RandomAffine) and ``robust``: re-encoding and rescaling on *both* classes, often, so that a
+detector cannot tell real from fake by how a file was last saved or resized — photos online are
+re-encoded and resized, and generated images are too.
 """
 
 from __future__ import annotations
@@ -32,12 +38,24 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (30, 100)
     shear: float = 10.0
     scale: tuple[float, float] = (0.8, 1.2)
+    webp_prob: float = 0.0
+    webp_quality: tuple[int, int] = (60, 100)
+    rescale_prob: float = 0.0  # resize the whole source by a factor in rescale_range
+    rescale_range: tuple[float, float] = (0.5, 1.5)
 
     @classmethod
     def off(cls) -> AugmentConfig:
         return cls(
             hflip=False, vflip=False, affine=False, four_patch=False, blur_prob=0.0, jpeg_prob=0.0
         )
+
+    @classmethod
+    def preset(cls, name: str | bool) -> AugmentConfig:
+        """``on``/``off``/``seed``/``robust`` (``True``/``False`` mean on/off)."""
+        key = {True: "on", False: "off"}.get(name, name) if isinstance(name, bool) else name
+        if key not in AUGMENT_PRESETS:
+            raise ValueError(f"unknown augmentation {name!r}; use {', '.join(AUGMENT_PRESETS)}")
+        return AUGMENT_PRESETS[key]
 
     def with_changes(self, **changes: Any) -> AugmentConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -50,18 +68,41 @@ class AugmentConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+def _reencode(img: Image.Image, fmt: str, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.convert("RGB")
+
+
+def augment_source(img: Image.Image, cfg: AugmentConfig, rng: np.random.Generator) -> Image.Image:
+    """Whole-image changes before the crop: a rescale, then a JPEG or WEBP re-encoding.
+
+    Done on the source, not the crop, because that is where they happen to real files: the
+    8×8 JPEG grid and the resampling kernel are then anywhere relative to the crop.
+    """
+    if cfg.rescale_prob and rng.random() < cfg.rescale_prob:
+        factor = float(rng.uniform(*cfg.rescale_range))
+        w, h = img.size
+        size = (max(8, round(w * factor)), max(8, round(h * factor)))
+        kernel = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
+        img = img.resize(size, kernel[int(rng.integers(0, len(kernel)))])
+    if cfg.jpeg_prob and rng.random() < cfg.jpeg_prob:
+        img = _reencode(
+            img, "JPEG", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        )
+    elif cfg.webp_prob and rng.random() < cfg.webp_prob:
+        img = _reencode(
+            img, "WEBP", int(rng.integers(cfg.webp_quality[0], cfg.webp_quality[1] + 1))
+        )
+    return img
+
+
 def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return img
     return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=sigma)))
-
-
-def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def random_affine(
@@ -87,11 +128,9 @@ def random_affine(
 
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random augmentation of an HWC uint8 image; shape and dtype are kept."""
+    """One random augmentation of an HWC uint8 crop; shape and dtype are kept."""
     if cfg.blur_prob and rng.random() < cfg.blur_prob:
         img = gaussian_blur(img, float(rng.uniform(*cfg.blur_sigma)))
-    if cfg.jpeg_prob and rng.random() < cfg.jpeg_prob:
-        img = jpeg_roundtrip(img, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
     if cfg.hflip and rng.random() < 0.5:
         img = img[:, ::-1]
     if cfg.vflip and rng.random() < 0.5:
@@ -99,3 +138,19 @@ def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np
     if cfg.affine:
         img = random_affine(img, rng, cfg.shear, cfg.scale)
     return np.ascontiguousarray(img)
+
+
+AUGMENT_PRESETS: dict[str, AugmentConfig] = {
+    "on": AugmentConfig(),
+    "off": AugmentConfig.off(),
+    "seed": AugmentConfig(blur_prob=0.0, jpeg_prob=0.0, affine=True),
+    "robust": AugmentConfig(
+        blur_prob=0.1,
+        blur_sigma=(0.0, 1.5),
+        jpeg_prob=0.5,
+        jpeg_quality=(60, 100),
+        webp_prob=0.3,
+        rescale_prob=0.3,
+        rescale_range=(0.5, 1.5),
+    ),
+}

@@ -58,28 +58,44 @@ def demo_data(
 @report_errors
 def train(
     data: Annotated[
-        Path, typer.Argument(help="Dataset folder: real/ and one folder per generator.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Dataset folder: real/ and one folder per generator.", show_default=False
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split and plots.")
     ] = Path("runs/detector"),
-    arch: Annotated[str, typer.Option(help="Architecture (see dfscan models).")] = "resnet50",
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Start from a named recipe (robust, seed); options override it."),
+    ] = None,
+    list_recipes: Annotated[
+        bool, typer.Option("--list-recipes", help="List the recipes and their settings.")
+    ] = False,
+    arch: Annotated[
+        str | None, typer.Option(help="Architecture (see dfscan models) [resnet50].")
+    ] = None,
     input: Annotated[
-        str, typer.Option("--input", help="spatial (pixels) or fft (spectrum).")
-    ] = "spatial",
-    weights: Annotated[str, typer.Option(help="imagenet, none, or a weights file.")] = "imagenet",
+        str | None, typer.Option("--input", help="spatial (pixels) or fft (spectrum) [spatial].")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="imagenet, none, or a weights file [imagenet].")
+    ] = None,
     train_layers: Annotated[
         str | None, typer.Option(help="head, all, or stages e.g. layer3,layer4 (default per arch).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 16,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    epochs: Annotated[int | None, typer.Option(help="Epochs [20].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step [16].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate [1e-3].")] = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed for the split, crops and augmentation.")] = 0,
     size: Annotated[
-        int, typer.Option("--size", "--crop-size", help="Model input side in pixels.")
-    ] = 224,
-    preprocess: Annotated[str, typer.Option(help="crop (native pixels) or resize.")] = "crop",
+        int | None, typer.Option("--size", "--crop-size", help="Model input side in pixels [224].")
+    ] = None,
+    preprocess: Annotated[
+        str | None, typer.Option(help="crop (native pixels) or resize [crop].")
+    ] = None,
     split: Annotated[
         Path | None, typer.Option(help="Reuse a split.csv instead of making one.")
     ] = None,
@@ -89,8 +105,16 @@ def train(
         int | None, typer.Option(help="Cap on steps per epoch (quick runs).")
     ] = None,
     augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help="All augmentation on/off.")
-    ] = True,
+        str | None,
+        typer.Option(help="Augmentation preset: on, off, seed, robust [on]; --no-augment = off."),
+    ] = None,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="All augmentation off.")] = False,
+    synth: Annotated[
+        str | None,
+        typer.Option(
+            help="Content-matched fakes of the training reals: comma list of networks, or none."
+        ),
+    ] = None,
     hflip: Annotated[
         bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip [on].")
     ] = None,
@@ -112,12 +136,41 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune a detector on DATA: model.ckpt, last.ckpt, split.csv, history.csv, loss.png."""
-    from dfscan.train.augment import AugmentConfig
-    from dfscan.train.loop import TrainConfig
+    from dfscan.scanner.errors import DataError
+    from dfscan.train.loop import TrainConfig, config_from_settings
     from dfscan.train.loop import train as run_training
 
-    base = AugmentConfig() if augment else AugmentConfig.off()
-    aug = base.with_changes(
+    if list_recipes:
+        _print_recipes()
+        return
+    if data is None:
+        raise DataError("missing DATA, the dataset folder", hint="dfscan train DATA --out DIR")
+    given = {
+        "arch": arch,
+        "input": input,
+        "weights": weights,
+        "train_layers": train_layers,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "size": size,
+        "preprocess": preprocess,
+        "augment": "off" if no_augment else augment,
+        "synth": None if synth is None else _synth_list(synth),
+    }
+    cfg: TrainConfig = config_from_settings(
+        recipe,
+        {k: v for k, v in given.items() if v is not None},
+        data=data,
+        out=out,
+        workers=workers,
+        seed=seed,
+        split=split,
+        resume=resume,
+        device=device,
+        max_steps=max_steps,
+    )
+    cfg.augment = cfg.augment.with_changes(
         hflip=hflip,
         vflip=vflip,
         affine=affine,
@@ -125,27 +178,28 @@ def train(
         blur_prob=blur_prob,
         jpeg_prob=jpeg_prob,
     )
-    cfg = TrainConfig(
-        data=data,
-        out=out,
-        arch=arch,
-        input=input,
-        weights=weights,
-        train_layers=train_layers,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        workers=workers,
-        seed=seed,
-        size=size,
-        preprocess=preprocess,
-        augment=aug,
-        split=split,
-        resume=resume,
-        device=device,
-        max_steps=max_steps,
-    )
     run_training(cfg, err_console)
+
+
+def _synth_list(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    return () if parts in ((), ("none",)) else parts
+
+
+def _print_recipes() -> None:
+    from rich.table import Table
+
+    from dfscan.train.recipes import RECIPES
+
+    table = Table(title="recipes (dfscan train DATA --recipe NAME; later options override)")
+    for column in ("recipe", "settings", "about"):
+        table.add_column(column)
+    for r in RECIPES.values():
+        settings = "\n".join(
+            f"{k} = {','.join(v) if isinstance(v, tuple) else v}" for k, v in r.settings.items()
+        )
+        table.add_row(r.name, settings, r.about)
+    console.print(table)
 
 
 @report_errors
@@ -242,12 +296,27 @@ def experiments(
     show_grid: Annotated[
         bool, typer.Option("--show-grid", help="Print the grid as TOML and exit.")
     ] = False,
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            help="Leave-groups-out cross-validation: families (needs --folds) or generators."
+        ),
+    ] = None,
+    folds: Annotated[
+        Path | None,
+        typer.Option(help="CSV with path and fold and/or family (e.g. the dev kit's manifest)."),
+    ] = None,
+    n_folds: Annotated[int, typer.Option(help="Folds to make when --folds has none.")] = 3,
 ) -> None:
-    """Train and evaluate a grid of configurations on one split; tables and an HTML report."""
+    """Train and evaluate a grid of configurations on one split; tables and an HTML report.
+
+    With --holdout, every run is trained once per fold and scored on the held-out fold (clean,
+    JPEG-75, 0.5× rescale), with per-fold and mean AUC/AP/TPR at 5 % FPR and 95 % intervals.
+    """
     from dfscan.scanner.errors import DataError
     from dfscan.train.experiments import grid_toml, load_grid, markdown_table
 
-    chosen = load_grid(grid, quick)
+    chosen = load_grid(grid or ("holdout" if holdout and not quick else None), quick)
     if show_grid:
         typer.echo(grid_toml(chosen), nl=False)
         return
@@ -255,6 +324,9 @@ def experiments(
         raise DataError(
             "missing DATA, the dataset folder", hint="dfscan experiments DATA --out DIR"
         )
+    if holdout is not None:
+        _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed)
+        return
     if dry_run:
         from dfscan.train.experiments import collect_rows
 
@@ -279,3 +351,20 @@ def experiments(
     files = f"{result.csv}, {result.markdown}, {result.html}"
     runs = f"{len(result.rows)} run{'s' if len(result.rows) != 1 else ''}"
     console.print(f"{runs}{failed} → {files}", soft_wrap=True)
+
+
+def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed) -> None:
+    from dfscan.train.holdout_run import markdown, run_holdout
+
+    try:
+        result = run_holdout(
+            data, out, grid, holdout, folds, n_folds, workers, device, seed, err_console
+        )
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]; run the same command again to continue")
+        raise typer.Exit(130) from None
+    console.print(markdown(result.rows), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"→ {result.csv}, {result.markdown}, {result.html}", soft_wrap=True)
+    if result.all_failed:
+        err_console.print("[red]every fold failed[/]; see the error column")
+        raise typer.Exit(1)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from dfscan.scanner.errors import DataError
@@ -17,10 +18,11 @@ from dfscan.scanner.preprocess import (
     open_rgb,
     prepare,
 )
-from dfscan.train.augment import AugmentConfig, augment
+from dfscan.train.augment import AugmentConfig, augment, augment_source
 from dfscan.train.dataset_folder import Sample
 
 Batch = dict[str, torch.Tensor]
+Degrade = Callable[[Image.Image], Image.Image]
 
 
 class ImageDataset(Dataset):
@@ -28,7 +30,9 @@ class ImageDataset(Dataset):
 
     Random choices (crop position, augmentation) come from a generator seeded by
     (seed, epoch, index), so runs are reproducible whatever the number of workers. A file that
-    fails to decode yields zero views and is counted in the batch's ``skipped``.
+    fails to decode yields zero views and is counted in the batch's ``skipped``. ``degrade``
+    (evaluation only) alters the decoded image before the shared geometry, e.g. a JPEG
+    re-encoding or a rescale, to measure robustness on the same images.
     """
 
     def __init__(
@@ -38,8 +42,10 @@ class ImageDataset(Dataset):
         preprocess: PreprocessConfig,
         augmentation: AugmentConfig | None = None,
         seed: int = 0,
+        degrade: Degrade | None = None,
     ) -> None:
         self.root = root
+        self.degrade = degrade
         self.samples = list(samples)
         self.preprocess = preprocess
         self.augmentation = augmentation
@@ -71,7 +77,11 @@ class ImageDataset(Dataset):
                 "index": torch.empty(0, dtype=torch.long),
                 "skipped": torch.tensor([index]),
             }
+        if self.degrade is not None:
+            img = self.degrade(img)
         rng = np.random.default_rng((self.seed, self.epoch, index)) if aug is not None else None
+        if aug is not None and rng is not None:
+            img = augment_source(img, aug, rng)
         if four:
             views = list(four_patches(img, self.preprocess, rng))
         else:

@@ -22,14 +22,15 @@ Grid file (``dfscan experiments --grid demo30 --show-grid`` prints a built-in on
     arch = "resnet50"
     weights = "none"
 
-Keys: ``arch input train_layers augment weights size epochs batch_size lr max_steps
-preprocess seed`` (``max_steps = 0`` means no cap). The split is made once (``--seed``) and
-kept in ``DIR/split.csv``; delete it to split again, and runs made on the old split train anew.
-Each run lives in ``DIR/runs/<name>-<hash>``, the hash covering its whole configuration:
-re-running skips runs whose ``result.json`` exists, continues an interrupted training from its
-``last.ckpt`` (deleted once the run is done), retries failed runs, and never mixes results of a
-changed configuration with old ones. A run that raises is recorded (status ``failed`` and the
-error) and the next one starts.
+Keys: ``recipe arch input train_layers augment weights size epochs batch_size lr max_steps
+preprocess seed synth`` (``recipe`` fills the others it sets; ``augment`` is true/false or a
+preset name such as ``"robust"``; ``max_steps = 0`` means no cap). The split is made once
+(``--seed``) and kept in ``DIR/split.csv``; delete it to split again, and runs made on the old
+split train anew. Each run lives in ``DIR/runs/<name>-<hash>``, the hash covering its whole
+configuration: re-running skips runs whose ``result.json`` exists, continues an interrupted
+training from its ``last.ckpt`` (deleted once the run is done), retries failed runs, and never
+mixes results of a changed configuration with old ones. A run that raises is recorded (status
+``failed`` and the error) and the next one starts.
 """
 
 from __future__ import annotations
@@ -52,11 +53,18 @@ from rich.console import Console
 
 from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.preprocess import MODES
-from dfscan.train.augment import AugmentConfig
+from dfscan.train.augment import AUGMENT_PRESETS
 from dfscan.train.dataset_folder import REAL
 from dfscan.train.detector import STAGES, parse_train_layers
-from dfscan.train.loop import TrainConfig, prepare_split, warn_unreadable
+from dfscan.train.loop import (
+    SETTINGS,
+    TrainConfig,
+    config_from_settings,
+    prepare_split,
+    warn_unreadable,
+)
 from dfscan.train.split import write_split
+from dfscan.train.synth import check_nets
 
 DEFAULTS: dict[str, Any] = {  # TrainConfig's defaults, as grid values
     "arch": "resnet50",
@@ -71,9 +79,24 @@ DEFAULTS: dict[str, Any] = {  # TrainConfig's defaults, as grid values
     "max_steps": 0,
     "preprocess": "crop",
     "seed": 0,
+    "synth": [],
+    "recipe": None,
 }
 KEYS = tuple(DEFAULTS)
 STUDY_KEYS = ("arch", "input", "train_layers", "augment", "weights")  # always in a run's name
+
+
+def resolve(explicit: dict[str, Any]) -> dict[str, Any]:
+    """Grid defaults, then the named recipe's settings, then the run's own settings."""
+    from dfscan.train.recipes import get_recipe
+
+    name = explicit.get("recipe")
+    recipe = get_recipe(name).settings if isinstance(name, str) else {}
+    return (
+        DEFAULTS | {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()} | explicit
+    )
+
+
 MODES_GRID = ("product", "one-at-a-time")
 
 BUILTIN_GRIDS: dict[str, dict[str, Any]] = {
@@ -116,6 +139,19 @@ BUILTIN_GRIDS: dict[str, dict[str, Any]] = {
             {"arch": "efficientnet_v2_s", "weights": "none"},
         ],
     },
+    "holdout": {
+        "about": "For --holdout: the best recipe before the hold-out work (EfficientNet-Lite0, "
+        "ImageNet, pixels, 224 crops, all stages, 8 epochs), the baseline of the comparison.",
+        "mode": "product",
+        "base": {
+            "arch": "efficientnet_lite0",
+            "weights": "imagenet",
+            "train_layers": "all",
+            "size": 224,
+            "epochs": 8,
+        },
+        "axes": {},
+    },
     "quick": {
         "about": "A tiny grid on small crops, for tests and a first look (seconds per run).",
         "mode": "one-at-a-time",
@@ -148,7 +184,12 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return "-".join(_token(k, self.settings[k]) for k in STUDY_KEYS)
+        tokens = [_token(k, self.settings[k]) for k in STUDY_KEYS]
+        if self.settings.get("synth"):
+            tokens.append("synth")
+        if self.settings.get("recipe"):
+            tokens.insert(0, str(self.settings["recipe"]))
+        return "-".join(tokens)
 
     @property
     def folder(self) -> str:
@@ -158,21 +199,13 @@ class RunSpec:
         self, data: Path, out: Path, split: Path, workers: int, device: str, resume: bool
     ) -> TrainConfig:
         s = self.settings
-        return TrainConfig(
+        return config_from_settings(
+            None,
+            {k: s[k] for k in SETTINGS},
             data=data,
             out=out,
-            arch=s["arch"],
-            input=s["input"],
-            weights=s["weights"],
-            train_layers=s["train_layers"],
-            epochs=s["epochs"],
-            batch_size=s["batch_size"],
-            lr=s["lr"],
             workers=workers,
             seed=s["seed"],
-            size=s["size"],
-            preprocess=s["preprocess"],
-            augment=AugmentConfig() if s["augment"] else AugmentConfig.off(),
             split=split,
             resume=resume,
             device=device,
@@ -191,7 +224,7 @@ def _token(key: str, value: Any) -> str:
     if key == "train_layers":
         return value.replace("layer", "l").replace(",", "+")
     if key == "augment":
-        return "aug" if value else "noaug"
+        return {"on": "aug", "off": "noaug"}.get(value, f"aug-{value}")
     if key == "weights":
         return {"imagenet": "pre", "none": "scratch"}.get(value, "w-" + Path(value).stem[:16])
     return f"{key}{value}"
@@ -207,7 +240,7 @@ class Grid:
     about: str = ""
 
     def baseline(self) -> dict[str, Any]:
-        return DEFAULTS | self.base | {k: v[0] for k, v in self.axes.items()}
+        return self.base | {k: v[0] for k, v in self.axes.items()}
 
     def expand(self) -> list[RunSpec]:
         """The runs, in order, without duplicates; every one validated."""
@@ -215,7 +248,7 @@ class Grid:
         if self.mode == "product":
             keys = list(self.axes)
             combos = [
-                DEFAULTS | self.base | dict(zip(keys, values, strict=True))
+                self.base | dict(zip(keys, values, strict=True))
                 for values in itertools.product(*self.axes.values())
             ]
         else:
@@ -225,7 +258,7 @@ class Grid:
         combos += [baseline | extra for extra in self.runs]
         specs: dict[str, RunSpec] = {}
         for combo in combos:
-            spec = RunSpec(canonical(combo, self.name))
+            spec = RunSpec(canonical(resolve(combo), self.name))
             specs.setdefault(spec.key, spec)
         return list(specs.values())
 
@@ -341,6 +374,10 @@ def grid_toml(grid: Grid) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _augment_name(value: bool | str) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
 def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
     """Check one run's settings and put them in canonical form (the hash depends on it)."""
     from dfscan.train.registry import INPUTS, get_spec
@@ -363,8 +400,14 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         raise fail("input", f"use one of {', '.join(INPUTS)}")
     if s["preprocess"] not in MODES:
         raise fail("preprocess", f"use one of {', '.join(MODES)}")
-    if not isinstance(s["augment"], bool):
-        raise fail("augment", "use true or false")
+    if not isinstance(s["augment"], bool) and s["augment"] not in AUGMENT_PRESETS:
+        raise fail("augment", f"use true, false or one of {', '.join(AUGMENT_PRESETS)}")
+    if isinstance(s["synth"], str):
+        s["synth"] = [p.strip() for p in s["synth"].split(",") if p.strip()]
+    try:
+        synth = list(check_nets(s["synth"]))
+    except DfscanError as exc:
+        raise fail("synth", exc.hint or exc.message) from None
     if not isinstance(s["weights"], str) or not s["weights"]:
         raise fail("weights", "use imagenet, none or a file path")
     if isinstance(s["lr"], bool) or not isinstance(s["lr"], int | float) or not s["lr"] > 0:
@@ -381,7 +424,7 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         "arch": spec.name,
         "input": s["input"],
         "train_layers": "all" if tuple(stages) == STAGES else ",".join(stages) or "head",
-        "augment": s["augment"],
+        "augment": _augment_name(s["augment"]),
         "weights": s["weights"],
         "size": integer("size", 8),
         "epochs": integer("epochs", 1),
@@ -390,6 +433,8 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         "max_steps": integer("max_steps", 0),
         "preprocess": s["preprocess"],
         "seed": integer("seed", 0),
+        "synth": synth,
+        "recipe": s["recipe"],
     }
 
 
@@ -801,7 +846,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def _config_cell(key: str, value: Any) -> str:
     if key == "augment":
-        return "on" if value else "off"
+        return _augment_name(value)
+    if key == "synth":
+        return ",".join(value) or "–"
     if key == "train_layers":
         return value.replace("layer", "l").replace(",", "+")
     if key == "max_steps" and not value:

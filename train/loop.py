@@ -70,11 +70,40 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"
     max_steps: int | None = None  # cap on steps per epoch (smoke runs, demos)
+    synth: tuple[str, ...] = ()  # networks making content-matched fakes of the training reals
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
+        d["synth"] = list(self.synth)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+SETTINGS = ("arch", "input", "weights", "train_layers", "epochs", "batch_size", "lr", "size")
+SETTINGS += ("preprocess", "augment", "synth")  # what a recipe or a grid run may set
+
+
+def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: Any) -> TrainConfig:
+    """TrainConfig's defaults, then the recipe's settings, then ``settings`` (a CLI or grid run).
+
+    ``augment`` may be a preset name or a bool; ``run`` holds the per-run options (data, out,
+    workers, seed, split, resume, device, max_steps).
+    """
+    from dfscan.train.recipes import get_recipe
+
+    merged = (get_recipe(recipe).settings if recipe else {}) | settings
+    unknown = sorted(set(merged) - set(SETTINGS))
+    if unknown:
+        raise DataError(f"unknown training setting {unknown[0]!r}", hint=", ".join(SETTINGS))
+    values = dict(merged)
+    if "augment" in values:
+        try:
+            values["augment"] = AugmentConfig.preset(values["augment"])
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    if "synth" in values:
+        values["synth"] = tuple(values["synth"])
+    return TrainConfig(**run, **values)
 
 
 @dataclass
@@ -215,7 +244,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     loss_fn = nn.CrossEntropyLoss()
 
-    train_set = ImageDataset(cfg.data, data.subset("train"), preprocess, cfg.augment, cfg.seed)
+    train_samples = data.subset("train") + _synthetic_fakes(cfg, data, console)
+    train_set = ImageDataset(cfg.data, train_samples, preprocess, cfg.augment, cfg.seed)
     val_samples = data.subset("val")
     val_set = ImageDataset(cfg.data, val_samples, preprocess, None, cfg.seed)
     train_loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)
@@ -278,6 +308,31 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
             best_epoch=best_epoch,
         )
     return _finish(cfg, out, data, preprocess, device, history, best_epoch, console)
+
+
+def _synthetic_fakes(cfg: TrainConfig, data: SplitData, console: Console) -> list[Sample]:
+    """Content-matched fakes of the training reals (:mod:`dfscan.train.synth`), if asked for."""
+    if not cfg.synth:
+        return []
+    from dfscan.train.synth import make_fakes
+
+    reals = [s for s in data.subset("train") if s.label == 0]
+    started = time.perf_counter()
+    with _progress(console) as progress:
+        task = progress.add_task("synthetic fakes", total=len(reals), loss=0.0)
+        fakes = make_fakes(
+            cfg.data,
+            reals,
+            cfg.synth,
+            cfg.size,
+            cfg.seed,
+            lambda done, _: progress.update(task, completed=done),
+        )
+    console.print(
+        f"{len(fakes)} synthetic fakes ({', '.join(cfg.synth)}) of {len(reals)} training reals "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    return fakes
 
 
 def _resume_state(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,0 +1,402 @@
+"""``dfscan experiments --holdout``: every run of a grid trained once per fold, scored on the
+held-out fold clean, after JPEG-75 and after a 0.5× rescale; per fold and mean ± 95 % CI.
+
+Each fold is an ordinary training run in ``DIR/runs/<run>/fold-<k>/`` on ``DIR/folds/<k>.csv``
+(made once; delete ``DIR/folds`` to plan again). A fold is done when its ``holdout.json``
+exists, so re-running resumes; a failed fold is recorded and the next one starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from dfscan.scanner.errors import DfscanError
+from dfscan.train.dataset_folder import scan_dataset
+from dfscan.train.experiments import Grid, RunSpec, grid_toml
+from dfscan.train.holdout import plan_folds
+from dfscan.train.robustness import (
+    BOOTSTRAP,
+    DEGRADATIONS,
+    FPR_TARGET,
+    bootstrap_indices,
+    mean_interval,
+    scores_with_ci,
+)
+from dfscan.train.split import read_split, write_split
+
+RESULT = "holdout.json"
+METRICS = ("auc", "ap", "tpr5")
+
+
+@dataclass
+class HoldoutResult:
+    out: Path
+    rows: list[dict[str, Any]]
+    csv: Path
+    markdown: Path
+    html: Path
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+    @property
+    def all_failed(self) -> bool:
+        folds = [r for r in self.rows if r["fold"] != "mean"]
+        return bool(folds) and all(r["status"] == "failed" for r in folds)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def fold_files(
+    data: Path,
+    out: Path,
+    holdout: str,
+    folds_file: Path | None,
+    n_folds: int,
+    seed: int,
+    console: Console,
+) -> dict[str, Path]:
+    """``DIR/folds/<k>.csv`` for every fold (made once, then reused)."""
+    folder = out / "folds"
+    existing = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if existing:
+        return {p.stem: p for p in existing}
+    scan = scan_dataset(data)
+    plan = plan_folds(scan.samples, holdout, folds_file, data, n_folds, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / "families.json", plan.family)
+    for row in plan.summary():
+        console.print(
+            f"fold {row['fold']}: {row['real']} real, {row['fake']} fake "
+            f"({', '.join(row['families'])})"
+        )
+    files = {}
+    for name in plan.names:
+        path = folder / f"{name}.csv"
+        write_split(path, plan.samples, plan.assignment(name, seed))
+        files[name] = path
+    return files
+
+
+def score_fold(
+    checkpoint: Path,
+    data: Path,
+    split_file: Path,
+    families: dict[str, str],
+    workers: int,
+    device: str,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Held-out metrics of one fold's model, clean and degraded, with group-bootstrap CIs."""
+    from dfscan.train.checkpoint import load_checkpoint
+    from dfscan.train.data import ImageDataset
+    from dfscan.train.predict import resolve_device
+    from dfscan.train.scoring import predict_images
+
+    dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, dev)
+    samples, assignment = read_split(split_file)
+    test = [s for s in samples if assignment[s.path] == "test"]
+    y = np.asarray([s.label for s in test])
+    groups = [s.group for s in test]
+    draws = bootstrap_indices(y, groups, np.random.default_rng(seed), BOOTSTRAP)
+    result: dict[str, Any] = {"n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())}
+    resamples: dict[str, list[float | None]] = {}
+    for name, degrade in DEGRADATIONS.items():
+        ds = ImageDataset(data, test, loaded.config.preprocess, None, degrade=degrade)
+        p = predict_images(loaded.model, ds, workers, dev)
+        point, boot = scores_with_ci(y, p, draws)
+        for metric in METRICS:
+            key = metric if name == "clean" else f"{metric}_{name}"
+            result[key], result[f"{key}_ci"] = point[metric], point[f"{metric}_ci"]
+            resamples[key] = boot[metric]
+        if name == "clean":
+            clean = p
+    threshold = loaded.threshold
+    result["threshold"] = threshold
+    result["fpr_at_threshold"] = float((clean[y == 0] >= threshold).mean())
+    result["tpr_at_threshold"] = float((clean[y == 1] >= threshold).mean())
+    fam = np.asarray([families.get(s.path, s.generator) for s in test])
+    per_family = {}
+    for family in sorted(set(fam[y == 1])):
+        mask = (fam == family) | (y == 0)
+        point, _ = scores_with_ci(y[mask], clean[mask], [])
+        per_family[family] = {
+            "n": int((fam == family).sum()),
+            "auc": point["auc"],
+            "detected_at_threshold": float((clean[fam == family] >= threshold).mean()),
+        }
+    result["families"] = per_family
+    result["resamples"] = resamples
+    return result
+
+
+def run_holdout(
+    data: Path,
+    out: Path,
+    grid: Grid,
+    holdout: str,
+    folds_file: Path | None = None,
+    n_folds: int = 3,
+    workers: int = 2,
+    device: str = "auto",
+    seed: int = 0,
+    console: Console | None = None,
+) -> HoldoutResult:
+    console = console or Console(stderr=True)
+    out.mkdir(parents=True, exist_ok=True)
+    folds = fold_files(data, out, holdout, folds_file, n_folds, seed, console)
+    families = json.loads((out / "folds" / "families.json").read_text(encoding="utf-8"))
+    specs = grid.expand()
+    _write_json(
+        out / "experiments.json",
+        {"data": str(data), "grid": grid.name, "grid_toml": grid_toml(grid), "holdout": holdout},
+    )
+    try:
+        for i, spec in enumerate(specs, 1):
+            for name, split_file in folds.items():
+                run_dir = out / "runs" / spec.folder / f"fold-{name}"
+                if (run_dir / RESULT).is_file():
+                    continue
+                console.rule(f"[{i}/{len(specs)}] {spec.folder} fold {name}")
+                _run_fold(spec, data, run_dir, split_file, families, workers, device, console)
+                write_tables(out, specs)
+    except BaseException:
+        write_tables(out, specs)
+        raise
+    rows = write_tables(out, specs)
+    return HoldoutResult(out, rows, out / "results.csv", out / "results.md", out / "report.html")
+
+
+def _run_fold(
+    spec: RunSpec,
+    data: Path,
+    run_dir: Path,
+    split_file: Path,
+    families: dict[str, str],
+    workers: int,
+    device: str,
+    console: Console,
+) -> None:
+    from dfscan.train.loop import train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    error = run_dir / "error.json"
+    try:
+        if not (run_dir / "metrics.json").is_file():
+            resume = (run_dir / "last.ckpt").is_file()
+            train(spec.train_config(data, run_dir, split_file, workers, device, resume), console)
+        result = score_fold(run_dir / "model.ckpt", data, split_file, families, workers, device)
+        _write_json(run_dir / RESULT, result)
+        error.unlink(missing_ok=True)
+        (run_dir / "last.ckpt").unlink(missing_ok=True)
+        console.print(
+            f"[green]held-out[/] AUC {_f(result['auc'])} {_ci(result['auc_ci'])}, "
+            f"JPEG-75 {_f(result['auc_jpeg75'])}, 0.5× {_f(result['auc_half'])}, "
+            f"FPR at threshold {_pct(result['fpr_at_threshold'])}"
+        )
+    except Exception as exc:
+        message = exc.message if isinstance(exc, DfscanError) else str(exc)
+        _write_json(
+            error,
+            {"error": f"{type(exc).__name__}: {message}", "traceback": traceback.format_exc()},
+        )
+        console.print(f"[red]failed[/] {spec.folder}: {message}", markup=False, highlight=False)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+COLUMNS = (
+    "run",
+    "fold",
+    "status",
+    "n_real",
+    "n_fake",
+    "auc",
+    "auc_lo",
+    "auc_hi",
+    "ap",
+    "tpr5",
+    "fpr_at_threshold",
+    "auc_jpeg75",
+    "auc_half",
+    "drop_jpeg75",
+    "drop_half",
+    "error",
+)
+
+
+def _fold_row(spec: RunSpec, fold_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"run": spec.folder, "fold": fold_dir.name.removeprefix("fold-")}
+    if (fold_dir / RESULT).is_file():
+        r = json.loads((fold_dir / RESULT).read_text(encoding="utf-8"))
+        row |= {"status": "done", **r}
+    elif (fold_dir / "error.json").is_file():
+        err = json.loads((fold_dir / "error.json").read_text(encoding="utf-8"))
+        row |= {"status": "failed", "error": err["error"]}
+    else:
+        row["status"] = "pending"
+    return _with_drops(row)
+
+
+def _with_drops(row: dict[str, Any]) -> dict[str, Any]:
+    for name in ("jpeg75", "half"):
+        a, b = row.get("auc"), row.get(f"auc_{name}")
+        row[f"drop_{name}"] = None if a is None or b is None else a - b
+    lo, hi = row.get("auc_ci") or (None, None)
+    row["auc_lo"], row["auc_hi"] = lo, hi
+    return row
+
+
+def _mean_row(spec: RunSpec, folds: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [r for r in folds if r["status"] == "done"]
+    row: dict[str, Any] = {"run": spec.folder, "fold": "mean"}
+    if not done or len(done) < len(folds):
+        return row | {"status": "incomplete" if done else folds[0]["status"]}
+    row["status"] = "done"
+    row["n_real"] = sum(r["n_real"] for r in done)
+    row["n_fake"] = sum(r["n_fake"] for r in done)
+    keys = [k for k in done[0]["resamples"]] + ["fpr_at_threshold"]
+    for key in keys:
+        vals = [r.get(key) for r in done]
+        row[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+        if key in done[0]["resamples"]:
+            row[f"{key}_ci"] = mean_interval([r["resamples"][key] for r in done])
+    fams: dict[str, dict[str, Any]] = {}
+    for r in done:
+        fams |= r.get("families", {})
+    row["families"] = fams
+    return _with_drops(row)
+
+
+def collect(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    folds = sorted((out / "folds").glob("*.csv")) if (out / "folds").is_dir() else []
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        per_fold = [_fold_row(spec, out / "runs" / spec.folder / f"fold-{f.stem}") for f in folds]
+        rows += [*per_fold, _mean_row(spec, per_fold)] if per_fold else []
+    return rows
+
+
+def _families(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({f for r in rows if r["fold"] != "mean" for f in r.get("families", {})})
+
+
+def write_tables(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    from dfscan.train.holdout_report import write_html
+
+    rows = collect(out, specs)
+    families = _families(rows)
+    columns = [*COLUMNS[:-1], *(f"auc_{f}" for f in families), "error"]
+    tmp = out / "results.csv.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_csv(_value(r, c)) for c in columns])
+    os.replace(tmp, out / "results.csv")
+    (out / "results.md").write_text(markdown(rows) + "\n", encoding="utf-8")
+    write_html(out, rows, families)
+    return rows
+
+
+def _value(row: dict[str, Any], column: str) -> Any:
+    if column.startswith("auc_") and column[4:] in row.get("families", {}):
+        return row["families"][column[4:]]["auc"]
+    return row.get(column)
+
+
+def _csv(value: Any) -> Any:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci: Sequence[float | None] | None) -> str:
+    if not ci or ci[0] is None:
+        return ""
+    return f"[{ci[0]:.2f}–{ci[1]:.2f}]"
+
+
+TABLE = (
+    ("fold", "fold"),
+    ("n", "real / fake"),
+    ("auc", "AUC [95 % CI]"),
+    ("ap", "AP"),
+    ("tpr5", f"TPR @ {FPR_TARGET:.0%} FPR"),
+    ("fpr_at_threshold", "FPR @ threshold"),
+    ("auc_jpeg75", "AUC JPEG-75"),
+    ("auc_half", "AUC 0.5×"),
+    ("status", "status"),
+)
+
+
+def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", *(label for _, label in TABLE)]
+    body = []
+    for r in rows:
+        cells = [r["run"]]
+        for key, _ in TABLE:
+            if key == "n":
+                cells.append(f"{r['n_real']} / {r['n_fake']}" if "n_real" in r else "–")
+            elif key in ("fold", "status"):
+                cells.append(str(r.get(key, "")) if key != "status" else _status(r))
+            elif key == "fpr_at_threshold":
+                cells.append(_pct(r.get(key)))
+            elif key == "tpr5":
+                cells.append(f"{_pct(r.get(key))} {_ci(r.get('tpr5_ci'))}".strip())
+            elif key == "auc":
+                cells.append(f"{_f(r.get(key))} {_ci(r.get('auc_ci'))}".strip())
+            else:
+                cells.append(_f(r.get(key)))
+        body.append(cells)
+    return header, body
+
+
+def _status(row: dict[str, Any]) -> str:
+    if row["status"] == "failed":
+        return "failed: " + " ".join(str(row.get("error", "")).split())[:80]
+    return row["status"]
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    header, body = table_cells(rows)
+    families = _families(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+    if families:
+        lines += ["", "AUC of each held-out family against its fold's real images:", ""]
+        lines += ["| run | fold | " + " | ".join(families) + " |"]
+        lines += ["|" + "|".join("---" for _ in range(len(families) + 2)) + "|"]
+        for r in rows:
+            fams = r.get("families", {})
+            if not fams:
+                continue
+            cells = [
+                f"{_f(fams[f]['auc'])} (n={fams[f]['n']})" if f in fams else "" for f in families
+            ]
+            lines.append(f"| {r['run']} | {r['fold']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

