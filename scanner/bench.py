@@ -57,6 +57,7 @@ class BenchSettings:
     checkpoint: Path | None = None
     workers: int | None = None
     smoke: bool = False
+    engine: str = "local"  # "ray": also the Ray engine with 1 and 2 workers on the same folder
 
     @classmethod
     def for_smoke(cls, **kwargs: Any) -> BenchSettings:
@@ -237,6 +238,53 @@ def bench_scan(
     return {"images": result.scanned, "images_per_s": result.rate, "errors": errors}
 
 
+def bench_ray(
+    folder: Path, settings: BenchSettings, tmp: Path, local: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The same folder through ``--engine ray`` (a local Ray on this machine), 1 and 2 actors.
+
+    Each scan starts its actors afresh (as a real one does), so on a small folder the figure
+    includes that start-up; ``vs_local`` is the rate as a share of the local engine's.
+    """
+    import ray
+
+    from dfscan.scanner.engine_ray import RayOptions
+
+    rows = []
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=max(2, available_cores()), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)  # fmt: skip
+    try:
+        for workers in (1, 2):
+            options = ScanOptions(
+                folders=[folder],
+                model=settings.model,
+                csv=tmp / f"ray-{workers}.csv",
+                existing="overwrite",
+                batch_size=settings.scan_batch_size,
+                engine="ray",
+                ray=RayOptions(workers=workers),
+            )
+            result = run_scan(options)
+            rate = result.rate
+            rows.append(
+                {
+                    "workers": workers,
+                    "images": result.scanned,
+                    "seconds": result.elapsed_s,
+                    "images_per_s": rate,
+                    "vs_local": None
+                    if not rate or not local["images_per_s"]
+                    else rate / local["images_per_s"],
+                }
+            )
+    finally:
+        if started:
+            ray.shutdown()
+    return rows
+
+
 def _scanner_command() -> list[str]:
     return [sys.executable, "-m", "dfscan.scanner"]
 
@@ -400,6 +448,11 @@ def run_bench(
         off = bench_scan(first_folder, main, settings, tmp, provenance=False)
         report["scan"][first]["images_per_s_without_provenance"] = off["images_per_s"]
 
+        report["ray"] = None
+        if settings.engine == "ray":
+            note("Ray engine, 1 and 2 workers")
+            report["ray"] = bench_ray(first_folder, settings, tmp, report["scan"][first])
+
         report["memory"] = []
         if settings.memory_files:
             note(f"scan memory for {', '.join(map(str, settings.memory_files))} files")
@@ -450,6 +503,7 @@ def _settings_dict(s: BenchSettings) -> dict[str, Any]:
         "memory_files": list(s.memory_files),
         "checkpoint": None if s.checkpoint is None else str(s.checkpoint),
         "smoke": s.smoke,
+        "engine": s.engine,
     }
 
 

@@ -55,6 +55,17 @@ def bench_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if s.get("images_per_s_without_provenance"):
             note += f"; {_rate(s['images_per_s_without_provenance'])} with --no-provenance"
         rows.append(("end-to-end scan", fmt, _rate(s["images_per_s"]), note))
+    for r in report.get("ray") or []:
+        vs = r["vs_local"]
+        rows.append(
+            (
+                "Ray engine scan",
+                f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}",
+                _rate(r["images_per_s"]),
+                f"{r['images']} images in {r['seconds']:.1f} s (actor start-up included)"
+                + ("" if vs is None else f"; {100 * vs:.0f}% of the local engine"),
+            )
+        )
     for m in report["memory"]:
         rows.append(
             (
@@ -142,11 +153,23 @@ def bench(
     smoke: Annotated[
         bool, typer.Option("--smoke", help="Tiny sizes: checks that every stage runs (CI).")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="'ray': also scan with the Ray engine, 1 and 2 workers (needs [ray])."),
+    ] = "local",
 ) -> None:
     """Measure decoding, the model alone, end-to-end scans, memory and start-up."""
     from dfscan.scanner.bench import BenchSettings, run_bench
 
-    common = dict(model=model, folder=folder, device=device.value, checkpoint=checkpoint)
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("--engine is local or ray")
+    if engine == "ray":
+        from dfscan.scanner.engine_ray import require
+
+        require("ray")
+    common = dict(
+        model=model, folder=folder, device=device.value, checkpoint=checkpoint, engine=engine
+    )
     if smoke:
         settings = BenchSettings.for_smoke(**common)
     else:

@@ -205,3 +205,19 @@ def test_without_the_extra_ray_exits_3_with_the_hint(tmp_path, brightness_onnx, 
         engine_ray.require("dfscan_no_such_module")
     assert info.value.exit_code == 3 and info.value.hint == 'pip install "dfscan[ray]"'
     assert not out.exists()  # refused before any report was opened
+
+
+def test_bench_engine_ray(tmp_path, local_ray):
+    from .onnx_models import brightness_meta, brightness_model
+
+    model = brightness_model(tmp_path / "m.onnx", brightness_meta(size=32))
+    out = tmp_path / "bench.json"
+    args = ["bench", "-m", str(model), "--smoke", "--device", "cpu", "--engine", "ray"]
+    done = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert done.exit_code == 0, done.output
+    import json
+
+    ray_rows = json.loads(out.read_text())["ray"]
+    assert [r["workers"] for r in ray_rows] == [1, 2]
+    assert all(r["images"] == 4 and r["images_per_s"] > 0 for r in ray_rows)
+    assert "Ray engine scan" in done.output
