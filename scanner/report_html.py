@@ -167,9 +167,10 @@ def _num(x: float | None) -> str:
 def thumbnail(path: str, side: int = THUMB) -> str | None:
     """A small JPEG of the image as a data: URI, or None when it cannot be read any more."""
     from dfscan.scanner.preprocess import open_rgb
+    from dfscan.scanner.sources import is_uri, read_bytes
 
     try:
-        image = open_rgb(path, draft_side=side)
+        image = open_rgb(read_bytes(path) if is_uri(path) else path, draft_side=side)
         image.thumbnail((side, side))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=80)
