@@ -142,6 +142,7 @@ class RayEngine:
     def __init__(self, model: bytes, options: RayOptions) -> None:
         require("ray")
         import ray
+        import ray.data  # (configures its loggers on import: quiet them after)
 
         for name in ("ray", "ray.data"):
             logging.getLogger(name).setLevel(logging.WARNING)
