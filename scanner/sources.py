@@ -2,9 +2,9 @@
 ``file://…``), listed as a stream and read as bytes.
 
 A file's generator is its first-level folder under the given prefix, as for local folders
-(files directly under it: ``(root)``). Listing walks one directory at a time, in sorted order,
-so no more than one directory's names are held at once. fsspec (and s3fs/gcsfs) come with the
-``[ray]`` extra; they are imported only when a URI is scanned.
+(files directly under it: ``(root)``). Listing walks one directory at a time, depth first in
+name order like local discovery, so only the directories on the current path are held. fsspec
+(and s3fs) come with the ``[ray]`` extra; they are imported only when a URI is scanned.
 """
 
 from __future__ import annotations
@@ -48,24 +48,43 @@ def check_uri(uri: str) -> None:
 
 
 def discover_uri(uri: str, stats: DiscoveryStats) -> Iterator[Found]:
-    """The image files under ``uri``, in sorted order, one directory listed at a time."""
+    """The image files under ``uri``, depth first in name order (as local discovery walks), one
+    directory listed at a time."""
     fs, root = filesystem(uri)
     root = root.rstrip("/")
     base = uri.rstrip("/")
     if fs.isfile(root):
         yield Found(base, ROOT_GENERATOR)
         return
-    for dirpath, dirs, files in fs.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            full = f"{dirpath.rstrip('/')}/{name}"
+
+    def listing(path: str) -> Iterator[tuple[str, bool]]:
+        try:
+            entries = fs.ls(path, detail=True)
+        except OSError as exc:
+            stats.unlisted.append((path, str(exc)))
+            return iter(())
+        out = []
+        for entry in entries:
+            name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if str(entry["name"]).rstrip("/") == path:  # some stores list the prefix itself
+                continue
+            out.append((name, entry.get("type") == "directory"))
+        return iter(sorted(out))
+
+    stack = [(root, ROOT_GENERATOR, listing(root))]
+    while stack:
+        folder, generator, entries = stack[-1]
+        for name, is_dir in entries:
+            path = f"{folder}/{name}"
+            if is_dir:
+                stack.append((path, name if len(stack) == 1 else generator, listing(path)))
+                break
             if not has_image_extension(name):
                 stats.ignored += 1
                 continue
-            rel = full[len(root) :].lstrip("/")
-            parts = rel.split("/")
-            generator = parts[0] if len(parts) > 1 else ROOT_GENERATOR
-            yield Found(f"{base}/{rel}", generator)
+            yield Found(f"{base}/{path[len(root) + 1 :]}", generator)
+        else:
+            stack.pop()
 
 
 def read_bytes(path: str) -> bytes:
