@@ -249,30 +249,38 @@ def run_scan(
     if first is None:
         raise _no_images(sources, stats)
 
+    plan = _Plan(
+        detector, threshold, model_sha256, roots, bool(uris), stats, itertools.chain([first], files)
+    )
     ray_engine = _start_ray(options) if engine == "ray" else None  # before any file is touched
     try:
-        return _scan(options, progress, notify, detector, ray_engine, sources, roots, stats,
-                     first, files, threshold, model_sha256, bool(uris))  # fmt: skip
+        return _scan(options, plan, ray_engine, progress, notify)
     finally:
         if ray_engine is not None:
             ray_engine.close()
 
 
+@dataclass
+class _Plan:
+    """What the checks established, before any report is opened."""
+
+    detector: Detector
+    threshold: float
+    model_sha256: str
+    roots: Sequence[Path]  # local folders (counted in the background for the progress bar)
+    remote: bool  # some sources are URIs
+    stats: DiscoveryStats
+    files: Iterator[Found]  # everything discovered, the first already checked to exist
+
+
 def _scan(
     options: ScanOptions,
+    plan: _Plan,
+    ray_engine: Any,
     progress: ScanProgress | None,
     notify: Callable[[str], None],
-    detector: Detector,
-    ray_engine: Any,
-    sources: list[str],
-    roots: Sequence[Path],
-    stats: DiscoveryStats,
-    first: Found,
-    files: Iterator[Found],
-    threshold: float,
-    model_sha256: str,
-    remote: bool,
 ) -> ScanResult:
+    detector, threshold, model_sha256 = plan.detector, plan.threshold, plan.model_sha256
     tallies = Tallies()
     page = ReportCollector() if options.html is not None else None
 
@@ -307,11 +315,9 @@ def _scan(
     stop = threading.Event()
     if progress is not None:
         progress.start()
-        if not remote:  # (remote listings are not counted twice)
-            _count_in_background(roots, reports.done, progress, stop)
-    todo: Iterable[Found] = (
-        f for f in itertools.chain([first], files) if f.path not in reports.done
-    )
+        if not plan.remote:  # (remote listings are not counted twice)
+            _count_in_background(plan.roots, reports.done, progress, stop)
+    todo: Iterable[Found] = (f for f in plan.files if f.path not in reports.done)
     start = time.perf_counter()
     if ray_engine is not None:
         stream, close = ray_engine.score(todo), lambda: None
@@ -334,7 +340,7 @@ def _scan(
         close()  # stops the decoding pool (or Ray) now, also on Ctrl-C
         reports.close()
         result.elapsed_s = time.perf_counter() - start
-        result.ignored, result.unlisted = stats.ignored, stats.unlisted
+        result.ignored, result.unlisted = plan.stats.ignored, plan.stats.unlisted
     if page is not None and options.html is not None:
         result.html = write_html(page, _run_info(page, result), options.html)
     return result
