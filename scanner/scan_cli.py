@@ -33,7 +33,8 @@ SCAN_HELP = (
     "first frame is scanned. Files that cannot be read become rows with an error.\n\n"
     "Exit codes: 0 done (also when some files were unreadable); 1 an image was flagged fake "
     "and --fail-on-fake was given; 2 bad arguments, missing folder, no images found or a report "
-    "file that cannot be used; 4 unusable model; 5 device unavailable; 130 interrupted."
+    "file that cannot be used (exists, another model or threshold); 3 an optional extra is "
+    "missing (--engine ray); 4 unusable model; 5 device unavailable; 130 interrupted."
 )
 
 
