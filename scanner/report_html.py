@@ -81,7 +81,6 @@ class ReportCollector:
         self.max_errors = max_errors
         self.models: Counter[str] = Counter()
         self.thresholds: Counter[float] = Counter()
-        self.declared_tags: Counter[str] = Counter()
         self._seq = itertools.count()
 
     def add(self, row: Row) -> None:
@@ -90,8 +89,6 @@ class ReportCollector:
         self.models[row.model_sha256] += 1
         self.thresholds[row.threshold] += 1
         said = declared(row.provenance)
-        if said == "generated" and row.provenance:
-            self.declared_tags[row.provenance.split(";")[0].strip()] += 1
         if row.p_fake is None:
             if len(self.errors) < self.max_errors:
                 self.errors.append(row)
@@ -284,7 +281,10 @@ def render_html(collector: ReportCollector, run: RunInfo) -> str:
         ("scored", str(total.images)),
         ("flagged fake", f"{total.flagged} ({_pct(total.fake_fraction)})"),
         ("errors", str(total.errors)),
-        ("declared generated", str(total.declared)),
+        (
+            "declared generated",
+            (collector.tallies.declared_line() or "0").removeprefix("declared generated: "),
+        ),
         *run.facts,
     ]
     if len(run.model_sha256) > 1:

@@ -177,8 +177,9 @@ def print_summary(result: ScanResult) -> None:
     if not console.is_terminal:
         console.print(title, highlight=False, soft_wrap=True)
         console.print(plain_table(header, rows, total), highlight=False, soft_wrap=True)
-        if fpr_line:
-            console.print(fpr_line, highlight=False, soft_wrap=True)
+        for line in (fpr_line, result.tallies.declared_line()):
+            if line:
+                console.print(line, highlight=False, soft_wrap=True)
         return
     from rich.table import Table
 
@@ -190,8 +191,9 @@ def print_summary(result: ScanResult) -> None:
     table.add_section()
     table.add_row(*total, style="bold")
     console.print(table)
-    if fpr_line:
-        console.print(fpr_line, highlight=False)
+    for line in (fpr_line, result.tallies.declared_line()):
+        if line:
+            console.print(line, highlight=False)
 
 
 def _notes(result: ScanResult, quiet: bool) -> None:

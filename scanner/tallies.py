@@ -14,11 +14,12 @@ fake).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from dfscan.scanner.discovery import ROOT_GENERATOR
-from dfscan.scanner.provenance import declared
+from dfscan.scanner.provenance import declared, tags_of
 from dfscan.scanner.reports import FAKE, REAL, Row
 
 REAL_FOLDER = "real"  # the training convention (dfscan.train.dataset_folder.REAL)
@@ -80,12 +81,29 @@ class Tallies:
     """All generators of a scan."""
 
     by_generator: dict[str, Tally] = field(default_factory=dict)
+    # files declaring they were generated, by what they name: "png:comfyui", "exif:Midjourney"…
+    declared_by: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: Row) -> None:
         tally = self.by_generator.get(row.generator)
         if tally is None:
             tally = self.by_generator[row.generator] = Tally()
         tally.add(row)
+        if declared(row.provenance) == "generated":  # its strongest tag that says so
+            for source, value in tags_of(row.provenance):
+                tag = f"{source}:{value}"
+                if declared(tag) == "generated":
+                    self.declared_by[tag] += 1
+                    break
+
+    def declared_line(self) -> str | None:
+        """``declared generated: png:comfyui 3, exif:Midjourney 1`` (None when none is)."""
+        if not self.declared_by:
+            return None
+        parts = [
+            f"{tag} {n}" for tag, n in sorted(self.declared_by.items(), key=lambda i: (-i[1], i[0]))
+        ]
+        return "declared generated: " + ", ".join(parts)
 
     @property
     def labelled(self) -> bool:
@@ -144,4 +162,5 @@ class Tallies:
             },
             "total": entry(self.total(), self.overall_accuracy()),
             "false_positive_rate": self.false_positive_rate(),
+            "declared_by": dict(sorted(self.declared_by.items())),
         }

@@ -305,6 +305,8 @@ def test_scan_reports_provenance_and_never_changes_a_score(tmp_path: Path, brigh
     assert summary["generators"]["sdxl"]["declared_disagree"] == 1
     assert summary["generators"]["real"]["declared_disagree"] == 2
     assert summary["total"]["declared_generated"] == 5
+    # and by what they declare
+    assert summary["declared_by"] == {"exif:Midjourney": 1, "png:a1111": 3, "png:comfyui": 1}
 
 
 def test_cli_no_provenance_and_the_summary_columns(tmp_path: Path, brightness_onnx: Path):
@@ -323,5 +325,6 @@ def test_cli_no_provenance_and_the_summary_columns(tmp_path: Path, brightness_on
     assert "declared AI" in header and "disagree" in header
     gan = next(line for line in shown.stdout.splitlines() if line.startswith("gan"))
     assert gan.split()[-2:] == ["1", "1"]
+    assert "declared generated: png:comfyui 1" in shown.stdout
     hidden = runner.invoke(app, [*base, "--no-provenance"])
     assert hidden.exit_code == 0 and "declared" not in hidden.stdout
