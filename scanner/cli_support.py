@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dfscan.scanner.errors import DfscanError
 
@@ -42,15 +43,17 @@ def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except DfscanError as exc:
             if debug_enabled():
                 raise
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            # messages are plain text: "[train]" in a hint is an extra's name, not markup
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except ModuleNotFoundError as exc:
             if debug_enabled() or exc.name not in EXTRAS:
                 raise
             err_console.print(f"[bold red]error:[/] this command needs {exc.name}, not installed")
-            err_console.print(f'[dim]hint:[/] pip install "dfscan[{EXTRAS[exc.name]}]"')
+            hint = escape(f'pip install "dfscan[{EXTRAS[exc.name]}]"')
+            err_console.print(f"[dim]hint:[/] {hint}")
             raise typer.Exit(3) from None
 
     return wrapper

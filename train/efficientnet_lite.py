@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from dfscan.scanner.errors import ModelError
 
-__all__ = ["LITE0_MEAN", "LITE0_STD", "EfficientNetLite0", "load_lite0_imagenet"]
+__all__ = ["LITE0_MEAN", "LITE0_STD", "STAGE_CHANNELS", "EfficientNetLite0", "load_lite0_imagenet"]
 
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
@@ -47,6 +47,7 @@ _HEAD_CHANNELS = 1280
 # Which of the 16 blocks end each of our stages: stem keeps block 0, layer1 1-2, layer2 3-4,
 # layer3 5-10, layer4 11-15 (so the stages end at output strides 2, 4, 8, 16, 32).
 _STAGE_ENDS = (1, 3, 5, 11, 16)
+STAGE_CHANNELS = {"stem": 16, "layer1": 24, "layer2": 40, "layer3": 112, "layer4": _HEAD_CHANNELS}
 
 
 class _ConvBNAct(nn.Sequential):
