@@ -148,6 +148,7 @@ class MatchedThreshold:
             "fp32_threshold": self.fp32_threshold,
             "threshold_reals": self.reals,
             "threshold_fpr": round(self.fpr, 6),
+            "threshold_fpr_int8": round(self.int8_fpr, 6),
         }
 
 
@@ -158,8 +159,9 @@ def matched_threshold(threshold: float, reference: np.ndarray, scores: np.ndarra
     With j reals scored below ``threshold`` by the reference, the new threshold lies in the gap
     between the j-th and (j+1)-th lowest new scores, at the same relative position as
     ``threshold`` in the reference's gap (a quantile-quantile map); beyond either end of the
-    scores it keeps its distance to the nearest end. Tied new scores can leave no gap: then the
-    share flagged is as close as the scores allow.
+    scores it keeps its distance to the nearest end. int8 outputs are coarse and tie often, and
+    a tie can leave no gap at the right place: then the threshold goes in the middle of the gap
+    whose share flagged is closest (the smaller share when two are as close).
     """
     ref = np.sort(np.asarray(reference, dtype=np.float64))
     new = np.sort(np.asarray(scores, dtype=np.float64))
@@ -174,7 +176,13 @@ def matched_threshold(threshold: float, reference: np.ndarray, scores: np.ndarra
         frac = (threshold - ref[j - 1]) / (ref[j] - ref[j - 1])
         t = new[j - 1] + frac * (new[j] - new[j - 1])
         t = min(max(t, float(np.nextafter(new[j - 1], np.inf))), new[j])
-    return float(np.clip(t, 0.0, 1.0))
+    t = float(np.clip(t, 0.0, 1.0))
+    target = len(ref) - j  # reals flagged by the reference
+    if int(np.sum(new >= t)) != target:  # ties in the new scores
+        u = np.unique(new)
+        gaps = [u[0], *((u[:-1] + u[1:]) / 2), np.nextafter(u[-1], np.inf)]
+        t = float(min(gaps, key=lambda c: (abs(int(np.sum(new >= c)) - target), np.sum(new >= c))))
+    return t
 
 
 def match_int8_threshold(
