@@ -89,6 +89,29 @@ def test_a_cuda_session_that_fails_to_create_falls_back_with_the_reason(
         open_session(brightness_onnx, "cuda")
 
 
+def test_scan_under_auto_falls_back_with_one_warning_not_exit_4(
+    cuda_listed, brightness_onnx: Path, tmp_path: Path
+):
+    from dfscan.scanner.cli import app
+
+    from .conftest import write_image
+
+    def refuse(cpu):
+        raise RuntimeError("CUDA error 100: no CUDA-capable device is detected")
+
+    cuda_listed["create"] = refuse
+    for i, v in enumerate((10, 240)):
+        write_image(tmp_path / "data" / "real" / f"r{i}.png", grey(v))
+    args = ["scan", str(tmp_path / "data"), "-m", str(brightness_onnx)]
+    result = runner.invoke(app, [*args, "--csv", str(tmp_path / "r.csv"), "--device", "auto"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert output.count("CUDA unavailable (the CUDA session could not be created: CUDA") == 1
+    assert "not a usable ONNX model" not in output
+    cuda = runner.invoke(app, [*args, "--device", "cuda"])
+    assert cuda.exit_code == 5, cuda.output
+
+
 def test_a_broken_model_is_still_a_model_error_when_cuda_is_tried(cuda_listed, tmp_path: Path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x01not protobuf" * 4)
