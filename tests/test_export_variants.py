@@ -31,6 +31,7 @@ from dfscan.export.precision import (  # noqa: E402
     stage_of,
     to_int8,
 )
+from dfscan.export.torchscript_writer import load_torchscript  # noqa: E402
 from dfscan.scanner.cli import app  # noqa: E402
 from dfscan.scanner.errors import DfscanError  # noqa: E402
 from dfscan.scanner.model_meta import read_model_meta  # noqa: E402
@@ -185,6 +186,7 @@ def test_int8_has_its_own_threshold_at_the_fp32_false_positive_rate(
     result = export_checkpoint(  # a 32² model loses ~0.01 AP at int8 (96²: 0.870 → 0.866)
         ckpt,
         out,
+        tmp_path / "m.ts",
         precision="int8",
         calibration=reals,
         check=True,
@@ -199,6 +201,9 @@ def test_int8_has_its_own_threshold_at_the_fp32_false_positive_rate(
     assert meta.export["threshold_reals"] == 48
     assert meta.export["float_stages"] == ["stem", "layer1"]
     assert meta.threshold != fp32_threshold  # int8 moved the scores: its own threshold
+    _, ts_meta = load_torchscript(tmp_path / "m.ts")  # TorchScript is the fp32 model
+    assert (ts_meta.precision, ts_meta.threshold) == ("fp32", fp32_threshold)
+    assert ts_meta.threshold_rule == "eer_on_val" and "fp32_threshold" not in ts_meta.export
 
     batch = _images(trained, ckpt, "real")
     fpr, fpr8 = meta.export["threshold_fpr"], meta.export["threshold_fpr_int8"]
