@@ -24,7 +24,7 @@ from dfscan.export.check_images import bundled_photos, folder_images  # noqa: E4
 from dfscan.export.exporter import ExportResult, export_checkpoint  # noqa: E402
 from dfscan.export.graph_module import exportable  # noqa: E402
 from dfscan.export.onnx_writer import frontend_nodes  # noqa: E402
-from dfscan.export.parity import check_parity, run_onnx, run_torch  # noqa: E402
+from dfscan.export.parity import ParityError, check_parity, run_onnx, run_torch  # noqa: E402
 from dfscan.export.precision import (  # noqa: E402
     INT8_THRESHOLD_RULE,
     matched_threshold,
@@ -334,14 +334,16 @@ def test_trained_demo_model_exports_with_parity_and_ap(tmp_path: Path):
     assert "val" in meta.metrics and meta.threshold_rule == "eer_on_val"
 
 
-def test_failed_parity_exits_non_zero_with_the_numbers(trained: Trained, tmp_path, monkeypatch):
+def test_failed_parity_exits_6_with_the_numbers(fft_exports: FFTExports, trained, monkeypatch):
     monkeypatch.setattr("dfscan.export.parity.FP32_TOLERANCE", -1.0)
-    result = runner.invoke(
-        app, ["export", str(trained.spatial), "--onnx", str(tmp_path / "m.onnx"), "--check"]
-    )
-    assert result.exit_code == 6
-    output = " ".join(result.output.split())
-    assert "parity check failed" in output and "max |Δ p_fake|" in output
+    loaded = load_checkpoint(trained.fft)
+    images = folder_images(trained.data, loaded.config.preprocess, 16)
+    report = check_parity(loaded.model, images, fft_exports.fp32, "fp32", "uint8", cuda=False)
+    result = ExportResult(fft_exports.fp32, fft_exports.fp32_bytes, None, 0.0, parity=report)
+    with pytest.raises(ParityError) as err:
+        result.raise_for_parity()
+    assert err.value.exit_code == 6
+    assert "parity check failed" in err.value.message and "max |Δ p_fake|" in err.value.message
 
 
 @pytest.mark.parametrize(
