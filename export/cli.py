@@ -109,10 +109,17 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the data, run, model and report.")] = Path(
         "dfscan-demo"
     ),
-    input: Annotated[str, typer.Option(help="Detector input: spatial or fft.")] = "spatial",
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
+    recipe: Annotated[
+        str, typer.Option(help="Training recipe (dfscan train --list-recipes).")
+    ] = "robust",
+    input: Annotated[
+        str | None, typer.Option(help="Detector input: spatial or fft [the recipe's].")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Training epochs [the recipe's].")
+    ] = None,
 ) -> None:
-    """Build demo data, train a small detector, export it to ONNX and scan the test images."""
+    """Build demo data, train a detector (recipe robust), export it, scan the test images."""
     from dfscan.export.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=out, input=input, epochs=epochs), console, err_console)
+    run_demo(DemoConfig(out=out, recipe=recipe, input=input, epochs=epochs), console, err_console)

@@ -18,14 +18,13 @@ from dfscan.scanner.errors import DataError
 
 @dataclass
 class DemoConfig:
+    """The ``robust`` recipe (offline weights), with the crop fitted to the demo images."""
+
     out: Path
-    arch: str = "efficientnet_lite0"  # the one backbone with ImageNet weights offline
-    input: str = "spatial"
-    weights: str = "imagenet"
+    recipe: str = "robust"
+    input: str | None = None  # None: the recipe's
     size: int = 96
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 3e-4
+    epochs: int | None = None
     n_real: int = 240
     data_size: int = 128  # side of the demo images
     max_steps: int | None = None  # cap on steps per epoch (tests)
@@ -81,7 +80,7 @@ def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
     from dfscan.scanner.scan import ScanOptions, run_scan
     from dfscan.scanner.scan_cli import print_summary
     from dfscan.train.demo_data import build_demo_dataset
-    from dfscan.train.loop import TrainConfig, train
+    from dfscan.train.loop import config_from_settings, train
 
     out = cfg.out
     data, run, onnx_path = out / "data", out / "run", out / "model.onnx"
@@ -102,21 +101,20 @@ def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
     log.print(f"{summary.root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
     done("data")
 
-    step("train", f"2/4 training {cfg.arch} ({cfg.input}, {cfg.size}², {cfg.epochs} epochs)")
-    train_cfg = TrainConfig(
+    overrides = {"size": cfg.size, "input": cfg.input, "epochs": cfg.epochs}
+    train_cfg = config_from_settings(
+        cfg.recipe,
+        {k: v for k, v in overrides.items() if v is not None},
         data=data,
         out=run,
-        arch=cfg.arch,
-        input=cfg.input,
-        weights=cfg.weights,
-        train_layers="all",
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        size=cfg.size,
         seed=cfg.seed,
         workers=cfg.workers,
         max_steps=cfg.max_steps,
+    )
+    step(
+        "train",
+        f"2/4 training: recipe {cfg.recipe}, {train_cfg.arch} ({train_cfg.input}, "
+        f"{train_cfg.size}², {train_cfg.epochs} epochs)",
     )
     train(train_cfg, log)
     done("train")

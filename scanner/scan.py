@@ -233,7 +233,7 @@ def run_scan(
         raise DataError("--retry-errors continues a report: pass it with --resume")
     # (with Ray the actors score; the driver's session only reads the model's metadata)
     device = "cpu" if engine == "ray" else options.device
-    detector = detector or Detector.from_onnx(options.model, device)
+    detector = detector or Detector.from_onnx(options.model, device, notify=notify)
     model_sha256 = file_sha256(options.model)
     if detector.warning:
         notify(detector.warning)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from dfscan.scanner.cli import app
@@ -97,6 +98,11 @@ def test_metrics_and_intervals():
     # detection at 5 % FPR: every fake above the real scores → 1.0; none → 0.0
     assert tpr_at_fpr(y, np.r_[np.zeros(40), np.ones(20)]) == 1.0
     assert tpr_at_fpr(y, np.r_[np.ones(40), np.zeros(20)]) == 0.0
+    ties = np.round(p, 1)  # ties handled as sklearn does
+    for scores_of in (p, ties):
+        fast = scores_with_ci(y, scores_of, [])[0]
+        assert fast["auc"] == pytest.approx(roc_auc_score(y, scores_of))
+        assert fast["ap"] == pytest.approx(average_precision_score(y, scores_of))
     lo2, hi2 = mean_interval([boot["auc"], boot["auc"]])
     assert lo2 == pytest.approx(lo) and hi2 == pytest.approx(hi)
     img = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))

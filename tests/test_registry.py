@@ -20,7 +20,36 @@ def test_every_model_builds_and_runs(arch, variant):
         logits = model(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
     head = [m for m in model.head if isinstance(m, torch.nn.Linear)]
-    assert head[0].out_features == 128 and head[1].out_features == 2
+    hidden = get_spec(arch).head_hidden
+    assert [m.out_features for m in head] == ([hidden, 2] if hidden else [2])
+
+
+def test_stats_backbone_reads_every_stage():
+    """efficientnet_lite0_stats: mean and std per channel of each stage, standardised; frozen
+    backbone and a linear head by default, and its statistics update only in training."""
+    model = create_model("efficientnet_lite0_stats", weights="none", size=64)
+    assert model.trainable == ("head",)
+    assert model.backbone.num_features == 2 * (16 + 24 + 40 + 112 + 1280)
+    x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    model.train()
+    norm = model.backbone.norm
+    assert norm.training and not model.backbone.stages["stem"].training
+    feats = model.backbone(model.frontend(x))
+    assert feats.shape == (8, model.backbone.num_features)
+    assert torch.allclose(feats.mean(0), torch.zeros(feats.shape[1]), atol=1e-4)
+    assert int(norm.count) == 8
+    model.eval()
+    before = norm.scale_mean.clone()
+    model(x)
+    assert torch.equal(norm.scale_mean, before)  # statistics move only in training
+    # undoing the standardisation gives the per-channel mean and std of each stage
+    with torch.no_grad():
+        stem = model.backbone.stages["stem"](model.frontend(x))
+        feats = model.backbone(model.frontend(x))
+    raw = feats * norm.scale_std + norm.scale_mean
+    var = stem.flatten(2).var(2, unbiased=False)
+    expected = torch.cat([stem.mean((2, 3)), (var + 1e-6).sqrt()], 1)
+    torch.testing.assert_close(raw[:, :32], expected, rtol=1e-3, atol=1e-4)
 
 
 def test_default_trainable_layers_are_the_seeds():

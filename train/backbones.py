@@ -76,7 +76,9 @@ def efficientnet_lite0(weights: str | None) -> StagedBackbone:
     return _lite0(weights)
 
 
-@register_model(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_train_layers=("head",))
+@register_model(
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_train_layers=("head",), head_hidden=0
+)
 def efficientnet_lite0_stats(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite0 read at every stage: per-channel mean and std of each (offline)."""
     return _lite0(weights, ("stem", "layer1", "layer2", "layer3", "layer4"))

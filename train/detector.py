@@ -41,8 +41,7 @@ class StagedBackbone(nn.Module):
         self.num_features = num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
         # the statistics of different stages differ by orders of magnitude: standardise them
-        # (running estimates, no parameters, so a frozen backbone stays frozen)
-        self.norm = nn.BatchNorm1d(num_features, affine=False) if self.stats_of else None
+        self.norm = RunningStandardize(num_features) if self.stats_of else None
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.stats_of:
@@ -60,6 +59,40 @@ class StagedBackbone(nn.Module):
         return self.norm(torch.cat(feats, dim=1))
 
 
+class RunningStandardize(nn.Module):
+    """(x − mean) / std with the mean and variance of every sample seen in training.
+
+    Unlike BatchNorm, training also divides by the running estimates (updated first with the
+    batch), not by the batch's own: a linear head then sees the same scaling in training and
+    inference, and a batch of 32 adds no noise of its own. A frozen backbone's features do not
+    drift, so every sample counts equally (Chan's parallel update). No parameters.
+    """
+
+    def __init__(self, features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(features, dtype=torch.float64))
+        self.register_buffer("scale_mean", torch.zeros(features))
+        self.register_buffer("scale_std", torch.ones(features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                xb = x.detach().double()
+                n, mean_b = xb.shape[0], xb.mean(0)
+                m2_b = (xb - mean_b).pow(2).sum(0)
+                total = self.count + n
+                delta = mean_b - self.mean
+                self.mean += delta * (n / total)
+                self.m2 += m2_b + delta.pow(2) * (self.count * n / total)
+                self.count.fill_(total)
+                self.scale_mean.copy_(self.mean.float())
+                self.scale_std.copy_((self.m2 / total).add(self.eps).sqrt().float())
+        return (x - self.scale_mean) / self.scale_std
+
+
 class Detector(nn.Module):
     """real/fake classifier; input NCHW RGB, uint8 or float in [0, 1]; output logits (N, 2).
 
@@ -73,11 +106,10 @@ class Detector(nn.Module):
         super().__init__()
         self.frontend = frontend
         self.backbone = backbone
-        self.head = nn.Sequential(
-            nn.Linear(backbone.num_features, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, classes),
-        )
+        # hidden 0: a linear head (a probe), for features that are already rich, where an
+        # MLP over few hundred images overfits
+        layers = [nn.Linear(backbone.num_features, hidden), nn.ReLU(inplace=True)] if hidden else []
+        self.head = nn.Sequential(*layers, nn.Linear(hidden or backbone.num_features, classes))
         self.trainable: tuple[str, ...] = (*STAGES, "head")
 
     def forward(self, x: Tensor) -> Tensor:

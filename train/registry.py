@@ -36,6 +36,7 @@ class ArchSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     default_train_layers: tuple[str, ...] = ("layer3", "layer4")
     description: str = ""
+    head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -46,11 +47,12 @@ def register_model(
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     default_train_layers: tuple[str, ...] = ("layer3", "layer4"),
+    head_hidden: int = 128,
 ) -> Callable[[BackboneBuilder], BackboneBuilder]:
     def wrap(fn: BackboneBuilder) -> BackboneBuilder:
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[fn.__name__] = ArchSpec(
-            fn.__name__, fn, mean, std, default_train_layers, doc[0] if doc else ""
+            fn.__name__, fn, mean, std, default_train_layers, doc[0] if doc else "", head_hidden
         )
         return fn
 
@@ -100,7 +102,7 @@ def create_model(
         checkpoint = state if is_dfscan_checkpoint(state) else None
     backbone = spec.build(None if w == "none" or checkpoint is not None else w)
     frontend = FFTFrontend(size) if input == "fft" else SpatialFrontend(spec.mean, spec.std)
-    model = Detector(frontend, backbone)
+    model = Detector(frontend, backbone, hidden=spec.head_hidden)
     if checkpoint is not None:
         if checkpoint["config"]["arch"] != name:
             raise ModelError(f"{w} is a {checkpoint['config']['arch']} checkpoint, not {name}")

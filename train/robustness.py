@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import rankdata
 
 FPR_TARGET = 0.05  # detection rate is reported at this false-positive rate on real images
 BOOTSTRAP = 1000
@@ -52,11 +52,31 @@ def tpr_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float = FPR_TARGET) -> float |
     return float((fake > cut).mean())
 
 
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Mann-Whitney form of ROC-AUC (ties count half): sklearn's value, fast enough to
+    bootstrap a thousand times."""
+    ranks = rankdata(p)
+    n_fake = int((y == 1).sum())
+    n_real = len(y) - n_fake
+    return float((ranks[y == 1].sum() - n_fake * (n_fake + 1) / 2) / (n_real * n_fake))
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Σ (Rₙ − Rₙ₋₁)·Pₙ over distinct thresholds, as sklearn's average_precision_score."""
+    order = np.argsort(-p, kind="mergesort")
+    y_sorted, p_sorted = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
+    tps = np.cumsum(y_sorted)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def scores(y: np.ndarray, p: np.ndarray) -> dict[str, float | None]:
     two = len(np.unique(y)) == 2
     return {
-        "auc": float(roc_auc_score(y, p)) if two else None,
-        "ap": float(average_precision_score(y, p)) if two else None,
+        "auc": roc_auc(y, p) if two else None,
+        "ap": average_precision(y, p) if two else None,
         "tpr5": tpr_at_fpr(y, p),
     }
 
