@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dfscan.scanner.labels import CLASSES, FAKE
 from dfscan.train.detector import Detector
 from dfscan.train.frontend import FFTFrontend
 
@@ -45,7 +46,7 @@ class ExportedDetector(nn.Module):
 
 
 def exportable(
-    model: Detector, classes: tuple[str, ...] = ("real", "fake"), half: bool = False
+    model: Detector, classes: tuple[str, ...] = CLASSES, half: bool = False
 ) -> ExportedDetector:
     """A copy in eval mode whose FFT (if any) is the matmul form with constant bases.
 
@@ -55,7 +56,7 @@ def exportable(
     model = copy.deepcopy(model).cpu().eval()
     if isinstance(model.frontend, FFTFrontend):
         model.frontend.use_impl("matmul")
-    return ExportedDetector(model, classes.index("fake"), half).eval()
+    return ExportedDetector(model, classes.index(FAKE), half).eval()
 
 
 def example_batch(size: int, dtype: InputDType, batch: int = 2, seed: int = 0) -> Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from dfscan.scanner.errors import DataError, ModelError, first_line
+from dfscan.scanner.labels import FAKE
 from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta, meta_from_session
 from dfscan.scanner.preprocess import load_image, prepare, to_rgb
 from dfscan.scanner.runtime import CPU, CUDA, Device, open_session, parse_device
@@ -71,15 +72,15 @@ def _inspect(session: Any, meta: ModelMeta, source: str) -> _Graph:
             f"{source} has no {OUTPUT_P_FAKE!r} or {OUTPUT_LOGITS!r} output "
             f"(outputs: {', '.join(outputs) or 'none'})"
         )
-    if "fake" not in meta.classes:
-        raise ModelError(f"{source}: classes {list(meta.classes)} have no 'fake' class")
+    if FAKE not in meta.classes:
+        raise ModelError(f"{source}: classes {list(meta.classes)} have no {FAKE!r} class")
     return _Graph(
         input_name=inp.name,
         input_dtype=_INPUT_DTYPES[inp.type],
         fixed_batch=shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None,
         output_name=output_name,
         output_is_logits=is_logits,
-        fake_index=meta.classes.index("fake"),
+        fake_index=meta.classes.index(FAKE),
     )
 
 

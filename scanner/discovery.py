@@ -4,8 +4,15 @@
   run and every machine (files and subfolders interleaved by name, like a sorted listing).
 - Streams: only the listings of the folders on the current path are held (names only), so the
   first image comes out as soon as the first folder is listed, whatever the size of the tree.
-- Symbolic links are followed, but a folder already visited (same device and inode) is not
-  entered again, so link loops cannot hang it.
+- Symbolic links are followed, but a folder is not entered from inside itself (same device and
+  inode as a folder on the current path), so link loops cannot hang it. A folder linked from
+  elsewhere is listed under both names by :func:`walk`; :func:`discover` then scans a file
+  reached twice (through a link, a hard link or two scanned folders) once, where it is first
+  met, and counts the others as duplicates. (The training listing keeps the path reached
+  without a link, see :mod:`dfscan.train.dataset_folder`.)
+- A file's generator follows the training convention (:mod:`dfscan.scanner.labels`): its
+  first-level subfolder, ``real`` under a ``0_real`` folder, the top folder (or ``fake``) under
+  ``1_fake``; files directly in the scanned folder have ``(root)``.
 - Nothing with an image extension is dropped silently: what cannot be read as a file (broken
   or looping link, FIFO, socket) comes out with the reason, and becomes an error row. Files
   without an image extension are counted, folders that cannot be listed are recorded.
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import label_of
 from dfscan.scanner.preprocess import has_image_extension
 
 ROOT_GENERATOR = "(root)"  # the generator of files directly in a scanned folder
@@ -31,7 +39,7 @@ class Found:
     """One file to scan: its path as reports show it, its generator, and a known problem."""
 
     path: str  # the scanned folder as given (normalised) joined with the relative path
-    generator: str  # first-level subfolder under the scanned folder, or ROOT_GENERATOR
+    generator: str  # by the label convention (see above), or ROOT_GENERATOR
     problem: str | None = None  # why it cannot be opened, found without opening it
 
 
@@ -41,6 +49,7 @@ class DiscoveryStats:
 
     ignored: int = 0  # entries without an image extension
     unlisted: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
+    duplicates: int = 0  # files already met under another path (link, hard link, other root)
 
 
 _DIR = "dir"
@@ -64,15 +73,17 @@ def _classify(entry: os.DirEntry[str]) -> str:
 
 
 def _listing(
-    folder: str, seen: set[tuple[int, int]], stats: DiscoveryStats, sort: bool
-) -> list[tuple[str, str]]:
-    """(name, kind) of a folder's entries worth visiting; empty when visited or unlistable."""
+    folder: str, ancestors: set[tuple[int, int]], stats: DiscoveryStats, sort: bool
+) -> tuple[tuple[int, int] | None, list[tuple[str, str]]]:
+    """The folder's (device, inode), and (name, kind) of its entries worth visiting; empty
+    when the folder is one of its own ancestors (a link loop) or cannot be listed."""
     out: list[tuple[str, str]] = []
+    identity = None
     try:
         st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:
-            return out
-        seen.add((st.st_dev, st.st_ino))
+        if (st.st_dev, st.st_ino) in ancestors:
+            return None, out
+        identity = (st.st_dev, st.st_ino)
         with os.scandir(folder) as entries:
             for entry in entries:
                 kind = _classify(entry)
@@ -84,7 +95,7 @@ def _listing(
         stats.unlisted.append((folder, exc.strerror or str(exc)))
     if sort:
         out.sort()
-    return out
+    return identity, out
 
 
 def walk(
@@ -99,20 +110,30 @@ def walk(
     if not os.path.isdir(top):  # one file given directly: scan it whatever its name
         yield Found(top, ROOT_GENERATOR, None if os.path.isfile(top) else "not a regular file")
         return
-    seen: set[tuple[int, int]] = set()
-    # One entry per folder on the current path: (folder, generator, its remaining entries).
-    stack = [(top, ROOT_GENERATOR, iter(_listing(top, seen, stats, sort)))]
+    ancestors: set[tuple[int, int]] = set()  # the folders on the current path
+
+    def enter(path: str, parts: tuple[str, ...], generator: str) -> None:
+        identity, entries = _listing(path, ancestors, stats, sort)
+        if identity is not None:
+            ancestors.add(identity)
+        stack.append((path, parts, generator, identity, iter(entries)))
+
+    # One entry per folder on the current path: (folder, its folder names below the root,
+    # generator, its identity, its remaining entries).
+    stack: list[tuple[str, tuple[str, ...], str, tuple[int, int] | None, Iterator]] = []
+    enter(top, (), ROOT_GENERATOR)
     while stack:
-        folder, generator, entries = stack[-1]
+        folder, parts, generator, _, entries = stack[-1]
         for name, kind in entries:
             path = os.path.join(folder, name)
             if kind == _DIR:
-                sub_generator = name if len(stack) == 1 else generator
-                stack.append((path, sub_generator, iter(_listing(path, seen, stats, sort))))
+                sub = (*parts, name)
+                enter(path, sub, label_of(sub)[1])  # type: ignore[index]  (sub is not empty)
                 break
             yield Found(path, generator, None if kind == _FILE else kind)
         else:
-            stack.pop()
+            identity = stack.pop()[3]
+            ancestors.discard(identity)  # type: ignore[arg-type]
         if stop is not None and stop.is_set():
             return
 
@@ -137,10 +158,33 @@ def check_roots(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return checked
 
 
+def file_identity(path: str) -> tuple[int, int] | str:
+    """What makes two paths one file: (device, inode), or the resolved path where the file
+    system has no inode numbers."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
+
+
+def unique(found: Iterable[Found], stats: DiscoveryStats | None = None) -> Iterator[Found]:
+    """``found`` without the files already met under another path (counted in ``stats``)."""
+    seen: set[tuple[int, int] | str] = set()
+    for f in found:
+        if f.problem is None:
+            key = file_identity(f.path)
+            if key in seen:
+                if stats is not None:
+                    stats.duplicates += 1
+                continue
+            seen.add(key)
+        yield f
+
+
 def discover(roots: Iterable[str | os.PathLike[str]], stats: DiscoveryStats) -> Iterator[Found]:
-    """The files of several scanned folders, one after the other."""
-    for root in roots:
-        yield from walk(root, stats)
+    """The files of several scanned folders, one after the other, each file once."""
+    yield from unique((f for root in roots for f in walk(root, stats)), stats)
 
 
 def count_pending(
@@ -149,9 +193,8 @@ def count_pending(
     stop: threading.Event | None = None,
 ) -> int:
     """How many files a scan will process (for the progress bar's total and ETA)."""
-    return sum(
-        1 for root in roots for found in walk(root, sort=False, stop=stop) if found.path not in done
-    )
+    found = unique(f for root in roots for f in walk(root, sort=False, stop=stop))
+    return sum(1 for f in found if f.path not in done)
 
 
 def iter_image_files(root: Path) -> Iterator[Path]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.labels import CLASSES
 from dfscan.scanner.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class ModelMeta:
                 preprocess=PreprocessConfig(
                     size=int(own["crop_size"]), mode=own.get("preprocess_mode", "crop")
                 ),
-                classes=tuple(parsed["classes"] or ("real", "fake")),
+                classes=tuple(parsed["classes"] or CLASSES),
                 threshold=float(own["threshold"]),
                 threshold_rule=own.get("threshold_rule", ""),
                 precision=own.get("precision", "fp32"),

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfscan.scanner.labels import FAKE, REAL
 from dfscan.scanner.provenance import declared
-from dfscan.scanner.reports import FAKE, REAL, Row
+from dfscan.scanner.reports import Row
 from dfscan.scanner.tallies import Tallies
 
 BINS = 20  # histogram bins over p_fake in [0, 1]
@@ -248,7 +249,7 @@ def _generator_table(collector: ReportCollector) -> str:
     header = ["generator", "images", "flagged fake", "% fake", "mean p_fake", "errors"]
     header += ["accuracy"] if labelled else []
     header += ["declared AI", "disagree"]
-    names = sorted(tallies.by_generator, key=lambda g: (g != "real", g.startswith("("), g))
+    names = sorted(tallies.by_generator, key=lambda g: (g != REAL, g.startswith("("), g))
 
     def cells(name: str, tally: Any, accuracy: float | None) -> list[str]:
         out = [name, str(tally.images), str(tally.flagged), _pct(tally.fake_fraction)]

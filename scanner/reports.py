@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import FAKE, REAL
 from dfscan.scanner.pipeline import Scored
 
-FAKE, REAL = "fake", "real"
 T = TypeVar("T")
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 

@@ -17,6 +17,7 @@ import typer
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
 from dfscan.scanner.discovery import ROOT_GENERATOR
+from dfscan.scanner.labels import REAL
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -145,7 +146,7 @@ def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[s
             out += [str(tally.declared), str(tally.disagree)]
         return out
 
-    names = sorted(tallies.by_generator, key=lambda g: (g != "real", g == ROOT_GENERATOR, g))
+    names = sorted(tallies.by_generator, key=lambda g: (g != REAL, g == ROOT_GENERATOR, g))
     rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in names]
     total = cells("total", tallies.total(), tallies.overall_accuracy())
     return header, rows, total
@@ -167,7 +168,7 @@ def plain_table(header: list[str], rows: list[list[str]], total: list[str]) -> s
 def print_summary(result: ScanResult) -> None:
     header, rows, total = summary_rows(result)
     fpr = result.tallies.false_positive_rate()
-    real = result.tallies.by_generator.get("real")
+    real = result.tallies.by_generator.get(REAL)
     fpr_line = (
         f"false-positive rate on real: {_pct(fpr)} ({real.flagged} of {real.images})"
         if fpr is not None and real is not None

@@ -1,8 +1,10 @@
 """Per-generator tallies of a scan, and what they mean when the folder names tell the truth.
 
-The generator of a file is its first-level subfolder under the scanned folder (files directly
-in it: ``(root)``). Under the training convention (``real/`` holds real photos, every other
-folder one generator's fakes), a scan of a labelled folder is also an evaluation: accuracy per
+The generator of a file is given by discovery with the training's label convention
+(:mod:`dfscan.scanner.labels`): its first-level subfolder, ``real`` for files under ``0_real``,
+the top folder for files under ``1_fake`` (files directly in the scanned folder: ``(root)``).
+Under that convention (``real/`` or ``0_real/`` hold real photos, every other folder one
+generator's fakes), a scan of a labelled folder is also an evaluation: accuracy per
 generator and the false-positive rate on ``real``. Rows are tallied as they are written, and
 rows read back when resuming are tallied the same way, so the summary covers the whole folder.
 
@@ -19,17 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dfscan.scanner.discovery import ROOT_GENERATOR
+from dfscan.scanner.labels import FAKE, REAL, is_fake_generator
 from dfscan.scanner.provenance import declared, tags_of
-from dfscan.scanner.reports import FAKE, REAL, Row
+from dfscan.scanner.reports import Row
 
-REAL_FOLDER = "real"  # the training convention (dfscan.train.dataset_folder.REAL)
+REAL_FOLDER = REAL  # the generator name of real files (dfscan.scanner.labels)
 
 
 def truth_of(generator: str) -> bool | None:
     """Is this generator's folder fake by the convention? None for files in the root."""
     if generator == ROOT_GENERATOR:
         return None
-    return generator != REAL_FOLDER
+    return is_fake_generator(generator)
 
 
 @dataclass

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,32 @@ def test_symlink_loop_does_not_hang(tmp_path: Path):
     write_image(tmp_path / "real/a.png", PIXELS)
     (tmp_path / "real" / "loop").symlink_to(tmp_path / "real")
     assert [p.name for p in iter_image_files(tmp_path)] == ["a.png"]
+
+
+def test_a_file_reached_twice_is_one_sample(tmp_path: Path):
+    from dfscan.train.split import make_split
+
+    write_image(tmp_path / "real/a.png", PIXELS)
+    write_image(tmp_path / "real/b.png", PIXELS)
+    write_image(tmp_path / "gan/c.png", PIXELS)
+    (tmp_path / "aaa").mkdir()  # listed first, but a link: the real/ path is kept
+    (tmp_path / "aaa" / "a.png").symlink_to(tmp_path / "real" / "a.png")
+    (tmp_path / "gan" / "linked").symlink_to(tmp_path / "real")  # a folder link
+    os.link(tmp_path / "gan" / "c.png", tmp_path / "gan" / "c2.png")  # a hard link
+    scan = scan_dataset(tmp_path)
+    assert [(s.path, s.label) for s in scan.samples] == [
+        ("gan/c.png", 1),
+        ("real/a.png", 0),
+        ("real/b.png", 0),
+    ]
+    assert scan.duplicates == [
+        ("aaa/a.png", "real/a.png"),
+        ("gan/c2.png", "gan/c.png"),
+        ("gan/linked/a.png", "real/a.png"),
+        ("gan/linked/b.png", "real/b.png"),
+    ]
+    assignment = make_split(scan.samples, seed=0)
+    resolved = {}
+    for s in scan.samples:  # each file is in one split
+        resolved.setdefault((tmp_path / s.path).resolve(), set()).add(assignment[s.path])
+    assert all(len(splits) == 1 for splits in resolved.values())

@@ -140,3 +140,30 @@ def test_overlapping_folders_are_refused(tmp_path: Path, second: str):
     siblings = [tmp_path / "data" / "real", tmp_path / "data" / "realer"]  # a prefix, not inside
     siblings[1].mkdir()
     assert check_roots(siblings) == siblings
+
+
+def test_one_file_reached_twice_is_scanned_once(tmp_path: Path):
+    write_image(tmp_path / "a" / "real" / "x.png", PIXELS)
+    write_image(tmp_path / "a" / "real" / "y.png", PIXELS)
+    (tmp_path / "a" / "sdxl").mkdir()
+    (tmp_path / "a" / "sdxl" / "link.png").symlink_to(tmp_path / "a" / "real" / "x.png")
+    os.link(tmp_path / "a" / "real" / "y.png", tmp_path / "a" / "sdxl" / "hard.png")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "same").symlink_to(tmp_path / "a" / "real")  # a second root, same files
+    write_image(tmp_path / "b" / "own.png", PIXELS)
+    roots = check_roots([tmp_path / "a", tmp_path / "b"])
+    stats = DiscoveryStats()
+    found = [rel(tmp_path, f) for f in discovery.discover(roots, stats)]
+    assert found == ["a/real/x.png", "a/real/y.png", "b/own.png"]
+    assert stats.duplicates == 4  # the symbolic link, the hard link, b/same/x.png, b/same/y.png
+    assert count_pending(roots) == 3
+
+
+def test_generators_follow_the_label_convention(tmp_path: Path):
+    for name in ("progan/car/0_real/a.png", "progan/car/1_fake/b.png", "1_fake/c.png"):
+        write_image(tmp_path / name, PIXELS)
+    assert [(rel(tmp_path, f), f.generator) for f in walk(tmp_path)] == [
+        ("1_fake/c.png", "fake"),
+        ("progan/car/0_real/a.png", "real"),
+        ("progan/car/1_fake/b.png", "progan"),
+    ]

@@ -5,7 +5,14 @@ import pytest
 
 from dfscan.scanner.errors import DataError
 from dfscan.train.dataset_folder import Sample
-from dfscan.train.split import check_split, make_split, read_split, split_hash, write_split
+from dfscan.train.split import (
+    check_split,
+    describe_split,
+    make_split,
+    read_split,
+    split_hash,
+    write_split,
+)
 
 
 def samples_for(n_real=100, gens=("a", "b"), n_fake=50, group_size=1):
@@ -68,3 +75,36 @@ def test_foreign_csv_is_refused(tmp_path: Path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="not a dfscan split"):
         read_split(path)
+
+
+def many_small_generators():
+    """90 reals and 23 fakes over 13 generator folders of 1–4 images (issue 11)."""
+    sizes = (4, 3, 1, 2, 1, 1, 2, 1, 1, 4, 1, 1, 1)
+    assert sum(sizes) == 23
+    out = [Sample(f"real/{i}.png", 0, "real", f"real/{i}") for i in range(90)]
+    for g, n in enumerate(sizes):
+        out += [Sample(f"gen{g}/{i}.png", 1, f"gen{g}", f"gen{g}/{i}") for i in range(n)]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_many_small_generator_folders_split_by_class_first(seed):
+    samples = many_small_generators()
+    assignment = make_split(samples, seed=seed)
+    check_split(samples, assignment)  # every split has real and fake images
+    fakes = Counter(assignment[s.path] for s in samples if s.label == 1)
+    reals = Counter(assignment[s.path] for s in samples if s.label == 0)
+    for counts, total in ((fakes, 23), (reals, 90)):
+        assert counts["train"] == pytest.approx(0.8 * total, abs=1)
+        assert counts["val"] == pytest.approx(0.1 * total, abs=1)
+        assert counts["test"] == pytest.approx(0.1 * total, abs=1)
+    line = describe_split(samples, assignment)
+    assert f"fake {fakes['train']}/{fakes['val']}/{fakes['test']}" in line
+    assert "of 13 generators in every split" in line and "too small" in line
+
+
+def test_zero_fraction_split_gets_nothing():
+    samples = many_small_generators()
+    assignment = make_split(samples, seed=0, fractions=(0.9, 0.1, 0.0))
+    assert "test" not in assignment.values()
+    assert {s.label for s in samples if assignment[s.path] == "val"} == {0, 1}

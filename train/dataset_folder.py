@@ -1,6 +1,7 @@
 """Reading a dataset folder: which files are real, which fake, from which generator.
 
-Conventions (README "Dataset folders"):
+Conventions (README "Dataset folders"; the labels are :mod:`dfscan.scanner.labels`', shared
+with the scan's tallies):
 
 - ``ROOT/real/**`` are real images; every other top-level folder ``ROOT/<generator>/**``
   holds fakes of that generator (so ``ROOT/fake/**`` works too).
@@ -15,16 +16,17 @@ Conventions (README "Dataset folders"):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from dfscan.scanner.discovery import iter_image_files
+from dfscan.scanner import labels
+from dfscan.scanner.discovery import file_identity, iter_image_files
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import CLASSES, REAL
 
-REAL = "real"
-CLASSES = ("real", "fake")  # index = label
+__all__ = ["CLASSES", "REAL", "DatasetScan", "Sample", "group_of", "label_of", "scan_dataset"]
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,7 @@ class Sample:
 
 def label_of(rel: PurePosixPath) -> tuple[int, str] | None:
     """(label, generator) for a path relative to the root, or None when it has no class."""
-    parts = rel.parts[:-1]
-    if not parts:
-        return None
-    if "0_real" in parts:
-        return 0, REAL
-    if "1_fake" in parts:
-        return 1, "fake" if parts[0] == "1_fake" else parts[0]
-    if parts[0] == REAL:
-        return 0, REAL
-    return 1, parts[0]
+    return labels.label_of(rel.parts[:-1])
 
 
 def group_of(rel: PurePosixPath) -> str:
@@ -70,9 +63,35 @@ class DatasetScan:
     samples: list[Sample]
     unreadable: list[tuple[str, str]]  # (relative path, reason)
     unlabelled: list[str]  # images directly in the root
+    # (relative path, the relative path kept): one file reached twice, through a symbolic or
+    # hard link, is one sample (so it cannot be in two splits, nor real and fake at once)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(s.generator for s in self.samples).items()))
+
+
+def _unique_files(root: Path, paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """One path per file (same device and inode, else same resolved path), in listing order,
+    and the (duplicate, kept) relative paths dropped. The path kept is the one reached without
+    a link below ``root`` if there is one, else the first listed."""
+    top = root.resolve()
+    by_file: dict[object, list[Path]] = {}
+    for path in paths:
+        by_file.setdefault(file_identity(str(path)), []).append(path)
+    kept: list[Path] = []
+    dropped: list[tuple[str, str]] = []
+    for same in by_file.values():
+        direct = [p for p in same if p.resolve() == top / p.relative_to(root)]
+        keep = (direct or same)[0]
+        kept.append(keep)
+        dropped += [(_rel(root, p), _rel(root, keep)) for p in same if p is not keep]
+    chosen = set(kept)
+    return [p for p in paths if p in chosen], sorted(dropped)
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def scan_dataset(root: Path, check_headers: bool = True) -> DatasetScan:
@@ -84,7 +103,8 @@ def scan_dataset(root: Path, check_headers: bool = True) -> DatasetScan:
     samples: list[Sample] = []
     unreadable: list[tuple[str, str]] = []
     unlabelled: list[str] = []
-    for path in iter_image_files(root):
+    files, duplicates = _unique_files(root, list(iter_image_files(root)))
+    for path in files:
         rel = PurePosixPath(path.relative_to(root).as_posix())
         labelled = label_of(rel)
         if labelled is None:
@@ -95,7 +115,7 @@ def scan_dataset(root: Path, check_headers: bool = True) -> DatasetScan:
             unreadable.append((str(rel), reason))
             continue
         samples.append(Sample(str(rel), labelled[0], labelled[1], group_of(rel)))
-    scan = DatasetScan(root, samples, unreadable, unlabelled)
+    scan = DatasetScan(root, samples, unreadable, unlabelled, duplicates)
     hint = "put real images in ROOT/real/ and fakes in ROOT/<generator>/ (see README)"
     if not any(s.label == 0 for s in samples):
         raise DataError(f"no real images in {root}: expected a real/ (or 0_real/) folder", hint)

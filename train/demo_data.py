@@ -44,6 +44,7 @@ from PIL import Image
 from scipy import ndimage
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import REAL
 
 GENERATORS: tuple[str, ...] = ("upconv", "nn_upsample", "bilinear_x4", "vae_x8")
 """Simulated generators, each a folder of fakes. Their traces: ``upconv`` a stride-2 transposed
@@ -53,7 +54,6 @@ then a 3×3 conv (no N/2 peak: an exact notch at N/2 between mirrored low freque
 ``vae_x8`` an 8× latent decoded by a pixel-shuffle-like kernel bank (peaks at multiples of N/8).
 """
 
-REAL = "real"
 MANIFEST = "demo_dataset.json"  # marks a folder as ours, so a rebuild may replace it
 _KIND = "dfscan-demo-dataset"
 _TILE = 256  # target tile side in pixels

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import FAKE, REAL
 from dfscan.scanner.preprocess import PreprocessConfig, load_image, to_chw_batch
 from dfscan.train.checkpoint import LoadedCheckpoint, load_checkpoint
 from dfscan.train.gradcam import STRIDES, grad_cam, parse_layers
 from dfscan.train.predict import resolve_device
 
-FAKE = "fake"
 SPECTRUM_NOTE = (
     "fft model: Grad-CAM over the input spectrum (centred 2-D DFT, log scale); "
     "centre = low frequencies, edges = high"
@@ -45,7 +45,7 @@ class Explanation:
 
     @property
     def verdict(self) -> str:
-        return "fake" if self.p_fake >= self.threshold else "real"
+        return FAKE if self.p_fake >= self.threshold else REAL
 
     @property
     def background(self) -> np.ndarray:

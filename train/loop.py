@@ -38,7 +38,15 @@ from dfscan.train.metrics import (
 from dfscan.train.plots import plot_history
 from dfscan.train.predict import Predictions, predict, resolve_device
 from dfscan.train.registry import create_model
-from dfscan.train.split import SPLITS, check_split, make_split, read_split, split_hash, write_split
+from dfscan.train.split import (
+    SPLITS,
+    check_split,
+    describe_split,
+    make_split,
+    read_split,
+    split_hash,
+    write_split,
+)
 
 HISTORY_FIELDS = (
     "epoch",
@@ -138,6 +146,7 @@ class SplitData:
             "split_hash": self.hash,
             "generators": sorted({s.generator for s in self.samples if s.label == 1}),
             "counts": counts,
+            "balance": describe_split(self.samples, self.assignment),
             "unreadable": len(self.unreadable),
         }
 
@@ -285,6 +294,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         f"{len(train_set)} train / {len(val_set)} val images, "
         f"trainable {'+'.join(model.trainable)} ({n_params / 1e6:.1f} M params)"
     )
+    console.print(describe_split(data.samples, data.assignment), markup=False, highlight=False)
     save = partial(
         save_checkpoint,
         config=model_config,

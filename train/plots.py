@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from dfscan.scanner.labels import CLASSES
+
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
     """Train/val loss and accuracy per epoch, side by side."""
@@ -35,7 +37,7 @@ def draw_confusion(
     ax: Any,
     matrix: Sequence[Sequence[int]],
     title: str,
-    labels: Sequence[str] = ("real", "fake"),
+    labels: Sequence[str] = CLASSES,
     fontsize: int = 12,
 ) -> None:
     """A count matrix with its numbers written in, readable on light and dark cells."""
@@ -55,7 +57,7 @@ def plot_confusion(
     matrix: Sequence[Sequence[int]],
     title: str,
     path: Path,
-    labels: Sequence[str] = ("real", "fake"),
+    labels: Sequence[str] = CLASSES,
 ) -> None:
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     draw_confusion(ax, matrix, title, labels)

@@ -1,9 +1,12 @@
 """Deterministic, stratified, group-aware train/val/test split, saved as ``split.csv``.
 
 Groups (see :mod:`dfscan.train.dataset_folder`) are assigned whole, so crops of one source never
-leak between splits. Strata are (label, generator): each generator and the real class are
-divided 80/10/10 as closely as whole groups allow. Assignment is greedy: largest groups first
-(ties broken by a seeded shuffle), each to the split whose targets it helps most.
+leak between splits. Stratified by class first, then by generator: real and fake images are each
+divided 80/10/10 as closely as whole groups allow, and within that each generator too, as far as
+its groups allow (a generator folder of 3 images cannot be in three splits). Assignment is
+greedy: largest groups first (ties broken by a seeded shuffle), each to a split that still lacks
+its class, and among those the one whose generator targets it helps most.
+:func:`describe_split` says what came out balanced.
 """
 
 from __future__ import annotations
@@ -27,12 +30,21 @@ FIELDS = ("path", "label", "generator", "group", "split")
 def make_split(
     samples: Sequence[Sample], seed: int = 0, fractions: Sequence[float] = FRACTIONS
 ) -> dict[str, str]:
-    """Map each sample path to ``train``/``val``/``test``."""
+    """Map each sample path to ``train``/``val``/``test``.
+
+    Class first, then generator: a group may go to a split only while that split still lacks
+    about its size of the group's class (real, fake), so every split gets its share of fakes
+    even when they come from many tiny generator folders; among those splits, the one whose
+    generator strata the group helps most wins. A split with fraction 0 gets nothing.
+    """
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         groups[s.group].append(s)
     totals = Counter(s.generator for s in samples)
+    class_totals = Counter(s.label for s in samples)
     assigned = {split: Counter() for split in SPLITS}
+    assigned_class = {split: Counter() for split in SPLITS}
+    usable = [k for k in range(len(SPLITS)) if fractions[k] > 0]
     names = sorted(groups)
     order = np.random.default_rng(seed).permutation(len(names))
     ranked = sorted(order, key=lambda i: -len(groups[names[i]]))  # stable: shuffle breaks ties
@@ -40,19 +52,59 @@ def make_split(
     for i in ranked:
         members = groups[names[i]]
         strata = Counter(s.generator for s in members)
+        classes = Counter(s.label for s in members)
 
-        def need(split_index: int, strata: Counter = strata) -> float:
-            split = SPLITS[split_index]
+        def deficit(k: int, c: int) -> float:  # images of class c split k still lacks
+            return fractions[k] * class_totals[c] - assigned_class[SPLITS[k]][c]
+
+        def fits(k: int, classes: Counter = classes) -> bool:  # no overshoot past half an image
+            return all(deficit(k, c) - n >= -0.5 for c, n in classes.items())
+
+        def class_need(k: int, classes: Counter = classes) -> float:
+            return sum(n * deficit(k, c) / class_totals[c] for c, n in classes.items())
+
+        def need(k: int, strata: Counter = strata) -> float:
+            split = SPLITS[k]
             return sum(
-                n * (fractions[split_index] * totals[g] - assigned[split][g]) / totals[g]
+                n * (fractions[k] * totals[g] - assigned[split][g]) / totals[g]
                 for g, n in strata.items()
             )
 
-        best = max(range(len(SPLITS)), key=lambda k: (need(k), -k))
+        fitting = [k for k in usable if fits(k)]
+        if fitting:
+            best = max(fitting, key=lambda k: (need(k), -k))
+        else:  # the group overshoots everywhere: the split whose classes lack it most
+            best = max(usable, key=lambda k: (class_need(k), need(k), -k))
         assigned[SPLITS[best]].update(strata)
+        assigned_class[SPLITS[best]].update(classes)
         for s in members:
             result[s.path] = SPLITS[best]
     return result
+
+
+def describe_split(samples: Sequence[Sample], assignment: dict[str, str]) -> str:
+    """What the split balanced, in one line: per-class counts, and which generators could be
+    spread over every split and which were too small (kept whole, balanced by class only)."""
+    per_class = {label: Counter() for label in (0, 1)}
+    per_gen: dict[str, Counter] = defaultdict(Counter)
+    for s in samples:
+        per_class[s.label][assignment[s.path]] += 1
+        if s.label == 1:
+            per_gen[s.generator][assignment[s.path]] += 1
+    used = [split for split in SPLITS if any(per_class[c][split] for c in per_class)]
+
+    def counts(c: Counter) -> str:
+        return "/".join(str(c[split]) for split in used)
+
+    spread = [g for g, c in per_gen.items() if all(c[split] for split in used)]
+    line = (
+        f"split {'/'.join(used)} by class: real {counts(per_class[0])}, "
+        f"fake {counts(per_class[1])}; by generator: {len(spread)} of {len(per_gen)} "
+        f"generators in every split"
+    )
+    if len(spread) < len(per_gen):
+        line += " (the others are too small: their groups are kept whole)"
+    return line
 
 
 def check_split(samples: Sequence[Sample], assignment: dict[str, str]) -> None:
