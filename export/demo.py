@@ -31,6 +31,9 @@ class DemoConfig:
     seed: int = 0
     workers: int = 2
 
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)  # may be given as str
+
 
 @dataclass
 class DemoResult:

@@ -44,7 +44,7 @@ class ExportResult:
             )
 
 
-def ensure_writable(path: Path) -> None:
+def ensure_writable(path: str | Path) -> None:
     """Fail before the slow part when the output cannot be written."""
     if path.is_dir():
         raise DfscanError(f"output path is a folder: {path}")
@@ -58,14 +58,14 @@ def ensure_writable(path: Path) -> None:
 
 
 def export_checkpoint(
-    checkpoint: Path,
-    onnx_path: Path,
-    torchscript_path: Path | None = None,
+    checkpoint: str | Path,
+    onnx_path: str | Path,
+    torchscript_path: str | Path | None = None,
     precision: str = "fp32",
-    calibration: Path | None = None,
+    calibration: str | Path | None = None,
     input_dtype: InputDType = "uint8",
     check: bool = False,
-    check_images: Path | None = None,
+    check_images: str | Path | None = None,
     check_limit: int = 64,
     calibration_limit: int = 128,
     int8_float_stages: tuple[str, ...] = INT8_FLOAT_STAGES,
@@ -80,6 +80,10 @@ def export_checkpoint(
     ``ap_tolerance`` AP on labelled check images.
     """
     start = time.perf_counter()
+    onnx_path = Path(onnx_path)
+    torchscript_path, calibration, check_images = (
+        None if p is None else Path(p) for p in (torchscript_path, calibration, check_images)
+    )
     if precision not in PRECISIONS:
         raise DfscanError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if input_dtype not in INPUT_DTYPES:

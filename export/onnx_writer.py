@@ -101,8 +101,9 @@ def attach_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> None:
     )
 
 
-def save_onnx(proto: onnx.ModelProto, path: Path) -> int:
+def save_onnx(proto: onnx.ModelProto, path: str | Path) -> int:
     """Validate and write a self-contained .onnx atomically; returns its size in bytes."""
+    path = Path(path)
     data = proto.SerializeToString()
     if len(data) > SINGLE_FILE_LIMIT:
         raise ModelError(f"model is {len(data) / 2**30:.1f} GiB, over ONNX's 2 GiB single file")

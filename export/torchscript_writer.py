@@ -33,9 +33,10 @@ def quiet_jit() -> Iterator[None]:
 
 
 def export_torchscript(
-    module: ExportedDetector, size: int, dtype: InputDType, meta: ModelMeta, path: Path
+    module: ExportedDetector, size: int, dtype: InputDType, meta: ModelMeta, path: str | Path
 ) -> int:
     """Trace, save atomically with the metadata inside; returns the file size."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     extra = {EXTRA_FILE: json.dumps(meta.to_props(), sort_keys=True)}
     with quiet_jit():
@@ -45,7 +46,7 @@ def export_torchscript(
     return path.stat().st_size
 
 
-def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, ModelMeta]:
+def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, ModelMeta]:
     extra = {EXTRA_FILE: ""}
     with quiet_jit():
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)

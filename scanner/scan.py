@@ -53,9 +53,9 @@ Engine = Literal["auto", "local", "ray"]
 @dataclass
 class ScanOptions:
     folders: Sequence[Path | str]  # local folders/files, or fsspec URIs (s3://…) with ray
-    model: Path
-    csv: Path | None = None
-    jsonl: Path | None = None
+    model: Path | str  # paths may be given as str: they are Paths after construction
+    csv: Path | str | None = None
+    jsonl: Path | str | None = None
     threshold: float | None = None  # None: the model's calibrated threshold
     device: Device = "auto"
     batch_size: int = 32
@@ -63,9 +63,16 @@ class ScanOptions:
     existing: Existing = "refuse"  # what to do with report files that already exist
     retry_errors: bool = False  # with resume: scan again the files whose rows have an error
     provenance: bool = True  # read what files declare about their origin (C2PA, XMP, PNG, EXIF)
-    html: Path | None = None  # write a self-contained HTML page at the end
+    html: Path | str | None = None  # write a self-contained HTML page at the end
     engine: Engine = "auto"  # auto: local, or ray when a source is a URI
     ray: RayOptions | None = None  # --engine ray settings (workers, address, resources)
+
+    def __post_init__(self) -> None:
+        self.model = Path(self.model)
+        for name in ("csv", "jsonl", "html"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
 
 
 class ScanProgress(Protocol):

@@ -72,14 +72,15 @@ def build_model(config: ModelConfig) -> Detector:
     )
 
 
-def write_atomic(payload: dict[str, Any], path: Path) -> None:
+def write_atomic(payload: dict[str, Any], path: str | Path) -> None:
     """tmp + rename: an interrupted save never leaves a half-written checkpoint behind."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, model: Detector, config: ModelConfig, **fields: Any) -> None:
+def save_checkpoint(path: str | Path, model: Detector, config: ModelConfig, **fields: Any) -> None:
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -103,7 +104,7 @@ class LoadedCheckpoint:
         return float(self.data.get("threshold", 0.5))
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
     data = safe_load(path, "checkpoint")
     if not is_dfscan_checkpoint(data):
         raise ModelError(f"{path} is not a dfscan checkpoint", hint="train one with dfscan train")
@@ -112,7 +113,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     data = read_checkpoint(path)
     config = ModelConfig.from_dict(data["config"])
     model = build_model(config)

@@ -94,8 +94,9 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def scan_dataset(root: Path, check_headers: bool = True) -> DatasetScan:
+def scan_dataset(root: str | Path, check_headers: bool = True) -> DatasetScan:
     """Find and label every image under ``root``; errors when real or fake images are missing."""
+    root = Path(root)
     if not root.exists():
         raise DataError(f"dataset folder not found: {root}")
     if not root.is_dir():

@@ -25,18 +25,22 @@ from dfscan.train.split import SPLITS
 
 
 def evaluate(
-    checkpoint: Path,
-    data: Path,
+    checkpoint: str | Path,
+    data: str | Path,
     split: str = "test",
-    split_file: Path | None = None,
-    out_dir: Path | None = None,
-    json_path: Path | None = None,
+    split_file: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    json_path: str | Path | None = None,
     batch_size: int = 32,
     workers: int = 2,
     device: str = "auto",
     console: Console | None = None,
 ) -> dict[str, Any]:
     console = console or Console(stderr=True)
+    checkpoint, data = Path(checkpoint), Path(data)
+    split_file, out_dir, json_path = (
+        None if p is None else Path(p) for p in (split_file, out_dir, json_path)
+    )
     if split not in (*SPLITS, "all"):
         raise DataError(f"unknown split {split!r}; use one of {(*SPLITS, 'all')}")
     dev = resolve_device(device)

@@ -52,7 +52,7 @@ class Explanation:
         return self.image if self.spectrum is None else self.spectrum
 
 
-def load_inputs(paths: Sequence[Path], cfg: PreprocessConfig) -> list[np.ndarray]:
+def load_inputs(paths: Sequence[str | Path], cfg: PreprocessConfig) -> list[np.ndarray]:
     """Decode and prepare each file as scanning does; DataError names the file that failed."""
     images = []
     for path in paths:
@@ -121,7 +121,7 @@ def explain_arrays(
 
 def explain_files(
     loaded: LoadedCheckpoint,
-    paths: Sequence[Path],
+    paths: Sequence[str | Path],
     layers: str | Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> list[Explanation]:
@@ -131,15 +131,16 @@ def explain_files(
 
 
 def explain(
-    images: Sequence[Path],
-    checkpoint: Path,
-    out: Path,
+    images: Sequence[str | Path],
+    checkpoint: str | Path,
+    out: str | Path,
     layers: str | Sequence[str] | None = None,
     device: str = "auto",
 ) -> list[Explanation]:
     """Write ``OUT/<image>_gradcam.png`` per image and ``OUT/explain.csv``; return the maps."""
     if not images:
         raise DataError("no images given")
+    out = Path(out)
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, dev)
     results = explain_files(loaded, images, layers, dev)
@@ -202,7 +203,7 @@ def _panels(fft: bool, layers: int) -> int:
     return 1 + int(fft) + layers
 
 
-def plot_explanation(item: Explanation, input_kind: str, path: Path, arch: str = "") -> None:
+def plot_explanation(item: Explanation, input_kind: str, path: str | Path, arch: str = "") -> None:
     """The seed's figure: input, then one Grad-CAM panel per layer; score in the title."""
     plt = _plt()
     fft = input_kind == "fft"
@@ -225,7 +226,7 @@ def plot_explanation_grid(
     items: Sequence[Explanation],
     labels: Sequence[str],
     input_kind: str,
-    path: Path,
+    path: str | Path,
     title: str = "",
 ) -> None:
     """Several images, one row each (the experiment report's Grad-CAM panel)."""

@@ -65,7 +65,7 @@ HISTORY_FIELDS = (
 
 @dataclass
 class TrainConfig:
-    data: Path
+    data: Path  # data, out and split may be given as str: they are Paths after construction
     out: Path
     arch: str = "resnet50"
     input: str = "spatial"
@@ -87,6 +87,11 @@ class TrainConfig:
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
     keep: str = "best"  # model.ckpt: "best" validation loss, or the "last" epoch
     target_fpr: float = 0.0  # threshold: 0 = EER on val; > 0 = that FPR on the val reals
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.split is not None:
+            self.split = Path(self.split)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -122,7 +122,8 @@ def check_split(samples: Sequence[Sample], assignment: dict[str, str]) -> None:
             )
 
 
-def write_split(path: Path, samples: Sequence[Sample], assignment: dict[str, str]) -> None:
+def write_split(path: str | Path, samples: Sequence[Sample], assignment: dict[str, str]) -> None:
+    path = Path(path)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(FIELDS)
@@ -130,7 +131,8 @@ def write_split(path: Path, samples: Sequence[Sample], assignment: dict[str, str
             writer.writerow((s.path, s.label, s.generator, s.group, assignment[s.path]))
 
 
-def read_split(path: Path) -> tuple[list[Sample], dict[str, str]]:
+def read_split(path: str | Path) -> tuple[list[Sample], dict[str, str]]:
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
     with path.open(newline="", encoding="utf-8") as f:

@@ -12,9 +12,10 @@ from torch import nn
 from dfscan.scanner.errors import ModelError, first_line
 
 
-def safe_load(path: Path, what: str) -> Any:
+def safe_load(path: str | Path, what: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (tensors and plain containers, never pickled
     code); missing or refused files become one readable ModelError line."""
+    path = Path(path)
     if not path.is_file():
         raise ModelError(f"{what} not found: {path}")
     try:
