@@ -22,10 +22,9 @@ def photo(size=64):
         AugmentConfig.off().with_changes(vflip=True),
         AugmentConfig.off().with_changes(affine=True),
         AugmentConfig.off().with_changes(blur_prob=1.0),
-        AugmentConfig.off().with_changes(jpeg_prob=1.0),
-        AugmentConfig(affine=True, blur_prob=1.0, jpeg_prob=1.0),
+        AugmentConfig(affine=True, blur_prob=1.0),
     ],
-    ids=["hflip", "vflip", "affine", "blur", "jpeg", "all"],
+    ids=["hflip", "vflip", "affine", "blur", "all"],
 )
 def test_each_augmentation_changes_pixels_not_shape(cfg):
     img = photo()
@@ -33,6 +32,45 @@ def test_each_augmentation_changes_pixels_not_shape(cfg):
     outs = [augment(img, cfg, rng) for _ in range(6)]
     assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
     assert any(not np.array_equal(o, img) for o in outs)
+
+
+@pytest.mark.parametrize(
+    "changes,fmt",
+    [({"jpeg_prob": 1.0}, "JPEG"), ({"webp_prob": 1.0}, "WEBP"), ({"rescale_prob": 1.0}, None)],
+    ids=["jpeg", "webp", "rescale"],
+)
+def test_source_augmentations_act_on_the_whole_image(changes, fmt):
+    """Re-encoding and rescaling happen to the decoded source, before the crop."""
+    from PIL import Image
+
+    from dfscan.train.augment import augment_source
+    from dfscan.train.robustness import jpeg
+
+    img = Image.fromarray(photo(64))
+    cfg = AugmentConfig.off().with_changes(**changes)
+    rng = np.random.default_rng(2)
+    outs = [augment_source(img, cfg, rng) for _ in range(6)]
+    if fmt is None:  # a rescale by 0.5-1.5
+        assert all(32 <= o.size[0] <= 96 and o.size[0] == o.size[1] for o in outs)
+        assert len({o.size for o in outs}) > 1
+        return
+    assert all(o.size == img.size and o.mode == "RGB" for o in outs)
+    assert all(not np.array_equal(np.asarray(o), np.asarray(img)) for o in outs)
+    if fmt == "JPEG":  # the quality is drawn in jpeg_quality: never below its lower bound
+        worst = np.abs(np.asarray(jpeg(img, 30), float) - np.asarray(img, float)).mean()
+        assert all(
+            np.abs(np.asarray(o, float) - np.asarray(img, float)).mean() < worst for o in outs
+        )
+
+
+def test_robust_preset_reencodes_both_classes_often():
+    from dfscan.train.augment import AUGMENT_PRESETS
+
+    robust = AUGMENT_PRESETS["robust"]
+    assert robust.jpeg_prob >= 0.5 and robust.webp_prob > 0 and robust.rescale_prob > 0
+    assert AugmentConfig.preset(True) == AUGMENT_PRESETS["on"]
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        AugmentConfig.preset("heavy")
 
 
 def test_off_is_identity():

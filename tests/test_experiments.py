@@ -301,3 +301,13 @@ def test_cli_grid_options(tmp_path: Path):
     assert result.exit_code == 2
     result = runner.invoke(app, ["experiments", "--quick"])
     assert result.exit_code == 2 and "missing DATA" in result.output
+
+
+def test_every_run_failing_exits_nonzero(demo: Path, tmp_path: Path):
+    """A study where nothing trained is a failure for scripts, not exit 0 (issue 11 point 6)."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"base": {"arch": "efficientnet_lite0", "weights": "nope.pth"}}))
+    args = ["experiments", str(demo), "--out", str(tmp_path / "x"), "--grid", str(grid)]
+    result = runner.invoke(app, [*args, "--quick", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert "every run failed" in result.output

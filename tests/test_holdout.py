@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from dfscan.scanner.cli import app
 from dfscan.scanner.errors import DataError
 from dfscan.train.dataset_folder import Sample, scan_dataset
+from dfscan.train.experiments import QUICK_OVERRIDES
 from dfscan.train.holdout import plan_folds
 from dfscan.train.robustness import (
     bootstrap_indices,
@@ -117,16 +118,8 @@ def demo(tmp_path_factory) -> Path:
     return build_demo_dataset(tmp_path_factory.mktemp("ho") / "data", n_real=24, size=48).root
 
 
-ONE_RUN = {  # one tiny run: the protocol is under test, not the detector
-    "base": {
-        "arch": "efficientnet_lite0",
-        "weights": "none",
-        "size": 32,
-        "epochs": 1,
-        "batch_size": 8,
-        "max_steps": 2,
-    }
-}
+# one tiny run: the protocol is under test, not the detector
+ONE_RUN = {"base": {"arch": "efficientnet_lite0", "weights": "none", **QUICK_OVERRIDES}}
 
 
 def test_holdout_cli_runs_every_fold_and_resumes(demo: Path, tmp_path: Path, monkeypatch):

@@ -351,6 +351,9 @@ def experiments(
     files = f"{result.csv}, {result.markdown}, {result.html}"
     runs = f"{len(result.rows)} run{'s' if len(result.rows) != 1 else ''}"
     console.print(f"{runs}{failed} → {files}", soft_wrap=True)
+    if result.all_failed:
+        err_console.print("[red]every run failed[/]; see the error column")
+        raise typer.Exit(1)
 
 
 def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed) -> None:

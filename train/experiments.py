@@ -471,6 +471,10 @@ class ExperimentsResult:
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] == "failed"]
 
+    @property
+    def all_failed(self) -> bool:
+        return bool(self.rows) and len(self.failed) == len(self.rows)
+
 
 def run_experiments(
     data: Path,

@@ -13,7 +13,6 @@ import json
 import os
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from rich.console import Console
 
 from dfscan.scanner.errors import DfscanError
 from dfscan.train.dataset_folder import scan_dataset
-from dfscan.train.experiments import Grid, RunSpec, grid_toml
+from dfscan.train.experiments import ExperimentsResult, Grid, RunSpec, grid_toml
 from dfscan.train.holdout import plan_folds
 from dfscan.train.robustness import (
     BOOTSTRAP,
@@ -38,17 +37,8 @@ RESULT = "holdout.json"
 METRICS = ("auc", "ap", "tpr5")
 
 
-@dataclass
-class HoldoutResult:
-    out: Path
-    rows: list[dict[str, Any]]
-    csv: Path
-    markdown: Path
-    html: Path
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] == "failed"]
+class HoldoutResult(ExperimentsResult):
+    """Rows per run and fold, then each run's mean row (which is never "failed" itself)."""
 
     @property
     def all_failed(self) -> bool:
