@@ -15,6 +15,7 @@ from typing import Any
 
 from dfscan.scanner.discovery import ROOT_GENERATOR, DiscoveryStats, Found
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import label_of
 from dfscan.scanner.preprocess import has_image_extension
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -71,13 +72,15 @@ def discover_uri(uri: str, stats: DiscoveryStats) -> Iterator[Found]:
             out.append((name, entry.get("type") == "directory"))
         return iter(sorted(out))
 
-    stack = [(root, ROOT_GENERATOR, listing(root))]
+    stack: list[tuple[str, tuple[str, ...], str, Iterator[tuple[str, bool]]]]
+    stack = [(root, (), ROOT_GENERATOR, listing(root))]
     while stack:
-        folder, generator, entries = stack[-1]
+        folder, parts, generator, entries = stack[-1]
         for name, is_dir in entries:
             path = f"{folder}/{name}"
-            if is_dir:
-                stack.append((path, name if len(stack) == 1 else generator, listing(path)))
+            if is_dir:  # the generator by the label convention, as for local folders
+                sub = (*parts, name)
+                stack.append((path, sub, label_of(sub)[1], listing(path)))  # type: ignore[index]
                 break
             if not has_image_extension(name):
                 stats.ignored += 1

@@ -18,7 +18,9 @@ pytest.importorskip("fsspec", reason='fsspec is not installed (pip install "dfsc
 
 def test_a_file_uri_lists_like_the_folder(tmp_path: Path):
     root = tmp_path / "data"
-    for rel in ("real/b.png", "real/a.png", "gan/x/deep.jpg", "top.webp", "gan/z.PNG"):
+    rels = ("real/b.png", "real/a.png", "gan/x/deep.jpg", "top.webp", "gan/z.PNG")
+    rels += ("progan/car/0_real/r.png", "progan/car/1_fake/f.png")  # CNNDetection layout
+    for rel in rels:
         write_image(root / rel, grey(100))
     (root / "gan" / "notes.txt").write_text("x")
     stats, local_stats = DiscoveryStats(), DiscoveryStats()
@@ -28,6 +30,8 @@ def test_a_file_uri_lists_like_the_folder(tmp_path: Path):
     assert [(f.path, f.generator) for f in found] == [
         (uri + "/" + Path(f.path).relative_to(root).as_posix(), f.generator) for f in local
     ]
+    generators = {Path(f.path).name: f.generator for f in found}
+    assert generators["r.png"] == "real" and generators["f.png"] == "progan"
     assert stats.ignored == local_stats.ignored == 1
     assert read_bytes(found[0].path) == Path(local[0].path).read_bytes()
     assert is_uri("s3://b/p") and is_uri("file:///x") and not is_uri("photos/s3:/x")
