@@ -477,8 +477,8 @@ class ExperimentsResult:
 
 
 def run_experiments(
-    data: Path,
-    out: Path,
+    data: str | Path,
+    out: str | Path,
     grid: Grid,
     workers: int = 2,
     device: str = "auto",
@@ -491,6 +491,7 @@ def run_experiments(
 
     console = console or Console(stderr=True)
     resolve_device(device)  # --device cuda without CUDA: exit 5 now, not a failed row per run
+    data, out = Path(data), Path(out)
     specs = grid.expand()
     out.mkdir(parents=True, exist_ok=True)
     split_file = _shared_split(data, out, split_seed, console)

@@ -137,11 +137,11 @@ def score_fold(
 
 
 def run_holdout(
-    data: Path,
-    out: Path,
+    data: str | Path,
+    out: str | Path,
     grid: Grid,
     holdout: str,
-    folds_file: Path | None = None,
+    folds_file: str | Path | None = None,
     n_folds: int = 3,
     workers: int = 2,
     device: str = "auto",
@@ -152,6 +152,8 @@ def run_holdout(
 
     console = console or Console(stderr=True)
     resolve_device(device)  # --device cuda without CUDA: exit 5 now, not a failed fold each
+    data, out = Path(data), Path(out)
+    folds_file = None if folds_file is None else Path(folds_file)
     out.mkdir(parents=True, exist_ok=True)
     folds = fold_files(data, out, holdout, folds_file, n_folds, seed, console)
     families = json.loads((out / "folds" / "families.json").read_text(encoding="utf-8"))
