@@ -21,6 +21,7 @@ from rich.table import Table
 from dfscan.export.check_images import ImageSet
 from dfscan.export.graph_module import InputDType
 from dfscan.scanner.errors import DeviceError, DfscanError
+from dfscan.scanner.formatting import NA, num
 from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE
 from dfscan.scanner.runtime import CPU, load_session, open_session
 
@@ -95,7 +96,9 @@ class ParityReport:
             table.add_column("AUC", justify="right")
         table.add_column("")
         ref = ["eager (ref)", "fp32", "-", "-", "-"]
-        table.add_row(*ref, *([_fmt(self.reference_ap), _fmt(self.reference_auc)] * labelled), "")
+        table.add_row(
+            *ref, *([num(self.reference_ap, NA), num(self.reference_auc, NA)] * labelled), ""
+        )
         for r in self.rows:
             verdict = (
                 "[green]ok[/]" if r.passed and r.checked else "[red]FAIL[/]" if not r.passed else ""
@@ -107,7 +110,7 @@ class ParityReport:
                 else f"{100 * r.agreement:.1f}%"
             )
             if labelled:
-                cells += [_fmt(r.ap), _fmt(r.auc)]
+                cells += [num(r.ap, NA), num(r.auc, NA)]
             table.add_row(*cells, verdict)
         return table
 
@@ -119,7 +122,7 @@ def _failure(r: ParityRow) -> str:
     if not r.ap_passed:
         assert r.ap_floor is not None
         return (
-            f"{r.runtime} ({r.precision}): AP {_fmt(r.ap)}, below the allowed "
+            f"{r.runtime} ({r.precision}): AP {num(r.ap, NA)}, below the allowed "
             f"{r.ap_floor:.3f} (reference AP minus the tolerance)"
         )
     limit = "n/a" if r.tolerance is None else f"{r.tolerance:g}"
@@ -127,10 +130,6 @@ def _failure(r: ParityRow) -> str:
         f"{r.runtime} ({r.precision}): max |Δ p_fake| {r.max_dp:.3g} (limit {limit}), "
         f"agreement {100 * r.agreement:.1f} %"
     )
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def as_input(batch: np.ndarray, dtype: InputDType) -> np.ndarray:

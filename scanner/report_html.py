@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfscan.scanner.formatting import num, pct
 from dfscan.scanner.labels import FAKE, REAL
 from dfscan.scanner.provenance import declared
 from dfscan.scanner.reports import Row
@@ -154,14 +155,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
 def thumbnail(path: str, side: int = THUMB) -> str | None:
     """A small JPEG of the image as a data: URI, or None when it cannot be read any more."""
     from dfscan.scanner.preprocess import open_rgb
@@ -186,7 +179,7 @@ def _figure(row: Row) -> str:
     )
     verdict = row.verdict or "error"
     prov = f'<br><span class="prov">{_e(row.provenance)}</span>' if row.provenance else ""
-    p = "–" if row.p_fake is None else f"{row.p_fake:.3f}"
+    p = num(row.p_fake)
     return (
         f"<figure>{img}<figcaption>p_fake {p} · "
         f'<span class="{_e(verdict)}">{_e(verdict)}</span>{prov}<br>'
@@ -252,9 +245,9 @@ def _generator_table(collector: ReportCollector) -> str:
     names = sorted(tallies.by_generator, key=lambda g: (g != REAL, g.startswith("("), g))
 
     def cells(name: str, tally: Any, accuracy: float | None) -> list[str]:
-        out = [name, str(tally.images), str(tally.flagged), _pct(tally.fake_fraction)]
-        out += [_num(tally.mean_p_fake), str(tally.errors)]
-        out += [_pct(accuracy)] if labelled else []
+        out = [name, str(tally.images), str(tally.flagged), pct(tally.fake_fraction)]
+        out += [num(tally.mean_p_fake), str(tally.errors)]
+        out += [pct(accuracy)] if labelled else []
         return [*out, str(tally.declared), str(tally.disagree)]
 
     rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in names]
@@ -263,7 +256,7 @@ def _generator_table(collector: ReportCollector) -> str:
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
     foot = '<tr class="total">' + "".join(f"<td>{_e(c)}</td>" for c in total) + "</tr>"
     fpr = tallies.false_positive_rate()
-    fpr_line = f"<p>false-positive rate on real: {_pct(fpr)}</p>" if fpr is not None else ""
+    fpr_line = f"<p>false-positive rate on real: {pct(fpr)}</p>" if fpr is not None else ""
     return (
         f'<section id="generators"><h2>Per generator</h2><table><thead><tr>{th}</tr></thead>'
         f"<tbody>{body}{foot}</tbody></table>{fpr_line}</section>"
@@ -280,7 +273,7 @@ def render_html(collector: ReportCollector, run: RunInfo) -> str:
         ("threshold", ", ".join(repr(t) for t in run.thresholds) or "–"),
         ("files", str(total.images + total.errors)),
         ("scored", str(total.images)),
-        ("flagged fake", f"{total.flagged} ({_pct(total.fake_fraction)})"),
+        ("flagged fake", f"{total.flagged} ({pct(total.fake_fraction)})"),
         ("errors", str(total.errors)),
         (
             "declared generated",

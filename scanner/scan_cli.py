@@ -17,6 +17,7 @@ import typer
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
 from dfscan.scanner.discovery import ROOT_GENERATOR
+from dfscan.scanner.formatting import num, pct
 from dfscan.scanner.labels import REAL
 
 if TYPE_CHECKING:
@@ -112,14 +113,6 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("s" if count != 1 and noun.isalpha() else "")
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
 def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[str]]:
     """(header, one row per generator, totals) as text: ``real`` first, then by name."""
     tallies = result.tallies
@@ -136,12 +129,12 @@ def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[s
             name,
             str(tally.images),
             str(tally.flagged),
-            _pct(tally.fake_fraction),
-            _num(tally.mean_p_fake),
+            pct(tally.fake_fraction),
+            num(tally.mean_p_fake),
             str(tally.errors),
         ]
         if labelled:
-            out.append(_pct(accuracy))
+            out.append(pct(accuracy))
         if declaring:
             out += [str(tally.declared), str(tally.disagree)]
         return out
@@ -170,7 +163,7 @@ def print_summary(result: ScanResult) -> None:
     fpr = result.tallies.false_positive_rate()
     real = result.tallies.by_generator.get(REAL)
     fpr_line = (
-        f"false-positive rate on real: {_pct(fpr)} ({real.flagged} of {real.images})"
+        f"false-positive rate on real: {pct(fpr)} ({real.flagged} of {real.images})"
         if fpr is not None and real is not None
         else None
     )

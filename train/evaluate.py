@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.formatting import num, pct
 from dfscan.train.checkpoint import load_checkpoint
 from dfscan.train.data import ImageDataset
 from dfscan.train.dataset_folder import REAL, scan_dataset
@@ -99,14 +100,6 @@ def evaluate(
     return report
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
 def render_report(report: dict[str, Any], console: Console) -> None:
     summary = Table(
         title=f"{report['arch']} {report['input']} on {report['split']}", show_header=False
@@ -122,21 +115,21 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         ("threshold", "threshold"),
     ):
         value = report[key]
-        summary.add_row(label, str(value) if isinstance(value, int) else _num(value))
+        summary.add_row(label, str(value) if isinstance(value, int) else num(value))
     console.print(summary)
     table = Table(title="per generator")
     for col in ("generator", "images", "flagged fake", "mean p_fake", "AUC vs real", "AP vs real"):
         table.add_column(col, justify="left" if col == "generator" else "right")
     for gen, row in report["per_generator"].items():
         name = gen if row.get("seen_in_training", True) else f"{gen} (unseen)"
-        flagged = _pct(row["flagged_rate"]) + (" FPR" if gen == REAL else "")
+        flagged = pct(row["flagged_rate"]) + (" FPR" if gen == REAL else "")
         table.add_row(
             name,
             str(row["count"]),
             flagged,
-            _num(row["mean_p_fake"]),
-            _num(row.get("auc_vs_real")),
-            _num(row.get("ap_vs_real")),
+            num(row["mean_p_fake"]),
+            num(row.get("auc_vs_real")),
+            num(row.get("ap_vs_real")),
         )
     console.print(table)
     if report["unreadable"]:

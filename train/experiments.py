@@ -39,7 +39,6 @@ import csv
 import hashlib
 import itertools
 import json
-import math
 import os
 import textwrap
 import time
@@ -52,6 +51,7 @@ from typing import Any
 from rich.console import Console
 
 from dfscan.scanner.errors import DataError, DfscanError
+from dfscan.scanner.formatting import duration, num, pct, shorten
 from dfscan.scanner.preprocess import MODES
 from dfscan.train.augment import AUGMENT_PRESETS
 from dfscan.train.dataset_folder import REAL
@@ -608,8 +608,8 @@ def _run_one(
         (run_dir / ERROR).unlink(missing_ok=True)
         (run_dir / "last.ckpt").unlink(missing_ok=True)  # only for resuming; model.ckpt stays
         console.print(
-            f"[green]done[/] {spec.folder}: test acc {_f(result['test_accuracy'])}, "
-            f"AP {_f(result['test_ap'])}, AUC {_f(result['test_auc'])}"
+            f"[green]done[/] {spec.folder}: test acc {num(result['test_accuracy'])}, "
+            f"AP {num(result['test_ap'])}, AUC {num(result['test_auc'])}"
         )
     except Exception as exc:  # recorded, not fatal: the next run starts
         message = exc.message if isinstance(exc, DfscanError) else str(exc)
@@ -841,12 +841,12 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str], l
         cells = [str(r["index"]), *(_config_cell(k, r[k]) for k in config)]
         for key, _ in METRIC_COLUMNS:
             value = r.get(key)
-            cells.append(_pct(value) if key == "test_fpr_real" else _f(value))
-        cells += [_pct(r.get("detection", {}).get(g)) for g in gens]
-        cells.append(_duration(r.get("train_seconds")))
+            cells.append(pct(value) if key == "test_fpr_real" else num(value))
+        cells += [pct(r.get("detection", {}).get(g)) for g in gens]
+        cells.append(duration(r.get("train_seconds")))
         status = r["status"]
         if status == "failed":
-            status = f"failed: {_short(r['error'])}"
+            status = f"failed: {shorten(r['error'])}"
         cells.append(status)
         body.append(cells)
     return keys, header, body
@@ -876,23 +876,3 @@ def _config_cell(key: str, value: Any) -> str:
     if key == "max_steps" and not value:
         return "–"
     return str(value)
-
-
-def _short(text: str, limit: int = 90) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _f(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

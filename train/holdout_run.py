@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 
 from dfscan.scanner.errors import DfscanError
+from dfscan.scanner.formatting import num, pct
 from dfscan.train.dataset_folder import scan_dataset
 from dfscan.train.experiments import ExperimentsResult, Grid, RunSpec, grid_toml
 from dfscan.train.holdout import plan_folds
@@ -201,9 +202,9 @@ def _run_fold(
         error.unlink(missing_ok=True)
         (run_dir / "last.ckpt").unlink(missing_ok=True)
         console.print(
-            f"[green]held-out[/] AUC {_f(result['auc'])} {_ci(result['auc_ci'])}, "
-            f"JPEG-75 {_f(result['auc_jpeg75'])}, 0.5× {_f(result['auc_half'])}, "
-            f"FPR at threshold {_pct(result['fpr_at_threshold'])}"
+            f"[green]held-out[/] AUC {num(result['auc'])} {_ci(result['auc_ci'])}, "
+            f"JPEG-75 {num(result['auc_jpeg75'])}, 0.5× {num(result['auc_half'])}, "
+            f"FPR at threshold {pct(result['fpr_at_threshold'])}"
         )
     except Exception as exc:
         message = exc.message if isinstance(exc, DfscanError) else str(exc)
@@ -322,14 +323,6 @@ def _csv(value: Any) -> Any:
     return f"{value:.4f}" if isinstance(value, float) else value
 
 
-def _f(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
 def _ci(ci: Sequence[float | None] | None) -> str:
     if not ci or ci[0] is None:
         return ""
@@ -360,13 +353,13 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[st
             elif key in ("fold", "status"):
                 cells.append(str(r.get(key, "")) if key != "status" else _status(r))
             elif key == "fpr_at_threshold":
-                cells.append(_pct(r.get(key)))
+                cells.append(pct(r.get(key)))
             elif key == "tpr5":
-                cells.append(f"{_pct(r.get(key))} {_ci(r.get('tpr5_ci'))}".strip())
+                cells.append(f"{pct(r.get(key))} {_ci(r.get('tpr5_ci'))}".strip())
             elif key == "auc":
-                cells.append(f"{_f(r.get(key))} {_ci(r.get('auc_ci'))}".strip())
+                cells.append(f"{num(r.get(key))} {_ci(r.get('auc_ci'))}".strip())
             else:
-                cells.append(_f(r.get(key)))
+                cells.append(num(r.get(key)))
         body.append(cells)
     return header, body
 
@@ -391,7 +384,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             if not fams:
                 continue
             cells = [
-                f"{_f(fams[f]['auc'])} (n={fams[f]['n']})" if f in fams else "" for f in families
+                f"{num(fams[f]['auc'])} (n={fams[f]['n']})" if f in fams else "" for f in families
             ]
             lines.append(f"| {r['run']} | {r['fold']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.formatting import NA, num
 from dfscan.scanner.preprocess import PreprocessConfig
 from dfscan.train.augment import AugmentConfig
 from dfscan.train.checkpoint import (
@@ -324,7 +325,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         if val.loss < best_loss or cfg.keep == "last":
             best_loss, best_epoch = min(best_loss, val.loss), epoch + 1
             save(out / "model.ckpt", model, **state)
-        auc = "n/a" if row["val_auc"] is None else f"{row['val_auc']:.3f}"
+        auc = num(row["val_auc"], NA)
         console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.3f}  val loss {val.loss:.4f} acc {row['val_acc']:.3f} "
@@ -452,11 +453,7 @@ def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) ->
     console.print(
         f"best epoch {best_epoch}: threshold {threshold:.3f} ({threshold_rule(cfg.target_fpr)}); "
         "test accuracy "
-        f"{test_metrics['accuracy']:.3f}, AUC {_fmt(test_metrics['roc_auc'])}, "
-        f"AP {_fmt(test_metrics['ap'])} → {out / 'model.ckpt'}"
+        f"{test_metrics['accuracy']:.3f}, AUC {num(test_metrics['roc_auc'], NA)}, "
+        f"AP {num(test_metrics['ap'], NA)} → {out / 'model.ckpt'}"
     )
     return TrainResult(out, best_epoch, threshold, best["metrics"]["val"], test_metrics, history)
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from dfscan.scanner import __version__
+from dfscan.scanner.formatting import num
 from dfscan.train.dataset_folder import REAL
 from dfscan.train.plots import draw_confusion
 
@@ -232,9 +233,9 @@ def _run_section(out: Path, r: dict[str, Any]) -> str:
     parts.append(
         "<p class='meta'>"
         f"best epoch {r['best_epoch']}, threshold {r['threshold']:.3f} (EER on val); test: "
-        f"accuracy {_num(r['test_accuracy'])}, weighted F1 {_num(r['test_f1_weighted'])}, "
-        f"AP {_num(r['test_ap'])}, AUC {_num(r['test_auc'])}, "
-        f"FPR on real {_num(r['test_fpr_real'])}</p>"
+        f"accuracy {num(r['test_accuracy'])}, weighted F1 {num(r['test_f1_weighted'])}, "
+        f"AP {num(r['test_ap'])}, AUC {num(r['test_auc'])}, "
+        f"FPR on real {num(r['test_fpr_real'])}</p>"
     )
     figs = [
         _img(_file_png(run_dir / "loss.png"), f"{r['run']} loss curves"),
@@ -243,10 +244,6 @@ def _run_section(out: Path, r: dict[str, Any]) -> str:
     ]
     parts.append("<div class='figs'>" + "".join(figs) + "</div>")
     return "".join(parts)
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
 
 
 def write_report(out: Path, rows: Sequence[dict[str, Any]], grid: Any) -> Path:
