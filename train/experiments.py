@@ -216,12 +216,11 @@ class RunSpec:
         )
 
 
-_ARCH_SHORT = {"resnet50": "r50", "efficientnet_v2_s": "effv2s", "efficientnet_lite0": "lite0"}
-
-
 def _token(key: str, value: Any) -> str:
     if key == "arch":
-        return _ARCH_SHORT.get(value, value)
+        from dfscan.train.registry import get_spec
+
+        return get_spec(value).short_name
     if key == "input":
         return value
     if key == "train_layers":

@@ -3,79 +3,54 @@
 An entrypoint builds a :class:`StagedBackbone` (optionally with ImageNet weights) and declares
 the normalisation its pretraining used; :func:`create_model` puts the frontend and head around
 it. ``list_models()`` drives the parametrised tests, so every registered arch is trained,
-checkpointed and exported in CI.
+checkpointed and exported in CI. The table and :func:`register_model` live in
+:mod:`dfscan.train.arch_table`; importing this module registers the built-in backbones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from dfscan.scanner.errors import ModelError
-from dfscan.train.checkpoint_format import is_dfscan_checkpoint
-from dfscan.train.detector import Detector, StagedBackbone, parse_train_layers
+from dfscan.train import backbones  # noqa: F401  (registers the built-in archs)
+from dfscan.train.arch_table import (
+    ARCHS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArchSpec,
+    BackboneBuilder,
+    lookup,
+    register_model,
+)
+from dfscan.train.checkpoint_format import checkpoint_arch, is_dfscan_checkpoint
+from dfscan.train.detector import Detector, parse_train_layers
 from dfscan.train.frontend import FFTFrontend, SpatialFrontend
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INPUTS",
+    "ArchSpec",
+    "BackboneBuilder",
+    "InputVariant",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "register_model",
+]
 
 InputVariant = Literal["spatial", "fft"]
 INPUTS: tuple[InputVariant, ...] = ("spatial", "fft")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# builder(weights) -> backbone; weights is None, "imagenet" (may download) or the path of a
-# state dict in the underlying network's own format (e.g. torchvision's resnet50-*.pth)
-BackboneBuilder = Callable[[str | None], StagedBackbone]
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    name: str
-    build: BackboneBuilder
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    default_train_layers: tuple[str, ...] = ("layer3", "layer4")
-    description: str = ""
-    head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
-
-
-_REGISTRY: dict[str, ArchSpec] = {}
-
-
-def register_model(
-    *,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-    default_train_layers: tuple[str, ...] = ("layer3", "layer4"),
-    head_hidden: int = 128,
-) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    def wrap(fn: BackboneBuilder) -> BackboneBuilder:
-        doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[fn.__name__] = ArchSpec(
-            fn.__name__, fn, mean, std, default_train_layers, doc[0] if doc else "", head_hidden
-        )
-        return fn
-
-    return wrap
-
-
-def _ensure_builtin() -> None:
-    from dfscan.train import backbones  # noqa: F401  (registers the built-in archs)
 
 
 def list_models() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return sorted(ARCHS)
 
 
 def get_spec(name: str) -> ArchSpec:
-    _ensure_builtin()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(
-            f"unknown architecture {name!r}", hint=f"available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return lookup(name)
 
 
 def create_model(
@@ -104,8 +79,8 @@ def create_model(
     frontend = FFTFrontend(size) if input == "fft" else SpatialFrontend(spec.mean, spec.std)
     model = Detector(frontend, backbone, hidden=spec.head_hidden)
     if checkpoint is not None:
-        if checkpoint["config"]["arch"] != name:
-            raise ModelError(f"{w} is a {checkpoint['config']['arch']} checkpoint, not {name}")
+        if checkpoint_arch(checkpoint) != name:
+            raise ModelError(f"{w} is a {checkpoint_arch(checkpoint)} checkpoint, not {name}")
         model.load_state_dict(checkpoint["state_dict"])
     model.set_trainable(parse_train_layers(train_layers, spec.default_train_layers))
     return model
