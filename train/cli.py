@@ -3,8 +3,11 @@ is imported inside each command, so ``dfscan --help`` does not pay for it."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,7 +58,40 @@ def demo_data(
     console.print(f"demo dataset in {summary.root}: {counts}")
 
 
+KIND = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one option per :class:`~dfscan.train.config.TrainConfig` field (but
+    ``data`` and ``out``), from the field's default and help, where its ``options`` parameter
+    stands; their values reach it as that one dict."""
+    from dfscan.train.config import setting_fields
+
+    fields = setting_fields()
+    own = inspect.signature(command, eval_str=True)
+    params = list(own.parameters.values())
+    generated = []
+    for f in fields:
+        flags = f.info.flags or ("--" + f.name.replace("_", "-"),)
+        option = typer.Option(*flags, help=f.info.help, show_default=f.shown_default)
+        annotation = Annotated[f.cli_type, option]
+        generated.append(
+            inspect.Parameter(f.name, KIND, annotation=annotation, default=f.cli_default)
+        )
+    at = [p.name for p in params].index("options")
+    params[at : at + 1] = generated
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = {f.name: kwargs.pop(f.name) for f in fields}
+        command(**kwargs, options=options)
+
+    wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
+
+
 @report_errors
+@with_training_options
 def train(
     data: Annotated[
         Path | None,
@@ -73,71 +109,37 @@ def train(
     list_recipes: Annotated[
         bool, typer.Option("--list-recipes", help="List the recipes and their settings.")
     ] = False,
-    arch: Annotated[
-        str | None, typer.Option(help="Architecture (see dfscan models) [resnet50].")
-    ] = None,
-    input: Annotated[
-        str | None, typer.Option("--input", help="spatial (pixels) or fft (spectrum) [spatial].")
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="imagenet, none, or a weights file [imagenet].")
-    ] = None,
-    train_layers: Annotated[
-        str | None, typer.Option(help="head, all, or stages e.g. layer3,layer4 (default per arch).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs [20].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step [16].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate [1e-3].")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed for the split, crops and augmentation.")] = 0,
-    size: Annotated[
-        int | None, typer.Option("--size", "--crop-size", help="Model input side in pixels [224].")
-    ] = None,
-    preprocess: Annotated[
-        str | None, typer.Option(help="crop (native pixels) or resize [crop].")
-    ] = None,
-    split: Annotated[
-        Path | None, typer.Option(help="Reuse a split.csv instead of making one.")
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.ckpt.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    max_steps: Annotated[
-        int | None, typer.Option(help="Cap on steps per epoch (quick runs).")
-    ] = None,
-    augment: Annotated[
-        str | None,
-        typer.Option(help="Augmentation preset: on, off, seed, robust [on]; --no-augment = off."),
-    ] = None,
+    options: dict[str, Any] | None = None,  # the TrainConfig options, see with_training_options
     no_augment: Annotated[bool, typer.Option("--no-augment", help="All augmentation off.")] = False,
-    synth: Annotated[
-        str | None,
-        typer.Option(
-            help="Content-matched fakes of the training reals: comma list of networks, or none."
-        ),
-    ] = None,
     hflip: Annotated[
-        bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip [on].")
+        bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip.", show_default="on")
     ] = None,
     vflip: Annotated[
-        bool | None, typer.Option("--vflip/--no-vflip", help="Vertical flip [on].")
+        bool | None, typer.Option("--vflip/--no-vflip", help="Vertical flip.", show_default="on")
     ] = None,
     affine: Annotated[
         bool | None,
-        typer.Option("--affine/--no-affine", help="RandomAffine shear 10, scale 0.8-1.2 [off]."),
+        typer.Option(
+            "--affine/--no-affine", help="RandomAffine shear 10, scale 0.8-1.2.", show_default="off"
+        ),
     ] = None,
     four_patch: Annotated[
-        bool | None, typer.Option("--four-patch/--no-four-patch", help="4-patch split [off].")
+        bool | None,
+        typer.Option("--four-patch/--no-four-patch", help="4-patch split.", show_default="off"),
     ] = None,
     blur_prob: Annotated[
-        float | None, typer.Option(help="Probability of Gaussian blur σ 0-3 [0.1].")
+        float | None, typer.Option(help="Probability of Gaussian blur σ 0-3.", show_default="0.1")
     ] = None,
     jpeg_prob: Annotated[
-        float | None, typer.Option(help="Probability of JPEG quality 30-100 [0.1].")
+        float | None, typer.Option(help="Probability of JPEG quality 30-100.", show_default="0.1")
     ] = None,
 ) -> None:
-    """Fine-tune a detector on DATA: model.ckpt, last.ckpt, split.csv, history.csv, loss.png."""
+    """Fine-tune a detector on DATA: model.ckpt, last.ckpt, split.csv, history.csv, loss.png.
+
+    A setting left unset takes the recipe's value, else the default shown.
+    """
     from dfscan.scanner.errors import DataError
-    from dfscan.train.loop import TrainConfig, config_from_settings
+    from dfscan.train.config import config_from_settings, setting_fields
     from dfscan.train.loop import train as run_training
 
     if list_recipes:
@@ -145,31 +147,17 @@ def train(
         return
     if data is None:
         raise DataError("missing DATA, the dataset folder", hint="dfscan train DATA --out DIR")
-    given = {
-        "arch": arch,
-        "input": input,
-        "weights": weights,
-        "train_layers": train_layers,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "size": size,
-        "preprocess": preprocess,
-        "augment": "off" if no_augment else augment,
-        "synth": None if synth is None else _synth_list(synth),
-    }
-    cfg: TrainConfig = config_from_settings(
-        recipe,
-        {k: v for k, v in given.items() if v is not None},
-        data=data,
-        out=out,
-        workers=workers,
-        seed=seed,
-        split=split,
-        resume=resume,
-        device=device,
-        max_steps=max_steps,
-    )
+    options = dict(options or {})
+    if no_augment:
+        options["augment"] = "off"
+    settings, run = {}, {}
+    for f in setting_fields():
+        value = options[f.name]
+        if f.kind == "run":
+            run[f.name] = value
+        elif value is not None:
+            settings[f.name] = f.parse(value)
+    cfg = config_from_settings(recipe, settings, data=data, out=out, **run)
     cfg.augment = cfg.augment.with_changes(
         hflip=hflip,
         vflip=vflip,
@@ -179,11 +167,6 @@ def train(
         jpeg_prob=jpeg_prob,
     )
     run_training(cfg, err_console)
-
-
-def _synth_list(text: str) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    return () if parts in ((), ("none",)) else parts
 
 
 def _print_recipes() -> None:

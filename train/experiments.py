@@ -54,37 +54,24 @@ from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.formatting import duration, num, pct, shorten
 from dfscan.scanner.preprocess import MODES
 from dfscan.train.augment import AUGMENT_PRESETS
-from dfscan.train.dataset_folder import REAL
-from dfscan.train.detector import STAGES, parse_train_layers
-from dfscan.train.loop import (
+from dfscan.train.config import (
+    GRID_FIELDS,
     SETTINGS,
     TrainConfig,
+    augment_name,
     config_from_settings,
-    prepare_split,
-    warn_unreadable,
+    setting_fields,
 )
+from dfscan.train.dataset_folder import REAL
+from dfscan.train.detector import STAGES, parse_train_layers
+from dfscan.train.loop import prepare_split, warn_unreadable
 from dfscan.train.split import write_split
 from dfscan.train.synth import check_nets
 
-DEFAULTS: dict[str, Any] = {  # TrainConfig's defaults, as grid values
-    "arch": "resnet50",
-    "input": "spatial",
-    "train_layers": None,  # the arch's default
-    "augment": True,
-    "weights": "imagenet",
-    "size": 224,
-    "epochs": 20,
-    "batch_size": 16,
-    "lr": 1e-3,
-    "max_steps": 0,
-    "preprocess": "crop",
-    "seed": 0,
-    "synth": [],
-    "weight_decay": 0.0,
-    "keep": "best",
-    "target_fpr": 0.0,
-    "recipe": None,
-}
+# TrainConfig's defaults as a grid writes them, and "recipe": the keys a grid run may set
+DEFAULTS: dict[str, Any] = {
+    f.name: f.as_setting for f in setting_fields() if f.name in GRID_FIELDS
+} | {"recipe": None}
 KEYS = tuple(DEFAULTS)
 STUDY_KEYS = ("arch", "input", "train_layers", "augment", "weights")  # always in a run's name
 
@@ -376,10 +363,6 @@ def grid_toml(grid: Grid) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _augment_name(value: bool | str) -> str:
-    return ("on" if value else "off") if isinstance(value, bool) else value
-
-
 def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
     """Check one run's settings and put them in canonical form (the hash depends on it)."""
     from dfscan.train.registry import INPUTS, get_spec
@@ -434,7 +417,7 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         "arch": spec.name,
         "input": s["input"],
         "train_layers": "all" if tuple(stages) == STAGES else ",".join(stages) or "head",
-        "augment": _augment_name(s["augment"]),
+        "augment": augment_name(s["augment"]),
         "weights": s["weights"],
         "size": integer("size", 8),
         "epochs": integer("epochs", 1),
@@ -867,7 +850,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def _config_cell(key: str, value: Any) -> str:
     if key == "augment":
-        return _augment_name(value)
+        return augment_name(value)
     if key == "synth":
         return ",".join(value) or "–"
     if key == "train_layers":

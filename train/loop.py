@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.formatting import NA, num
 from dfscan.scanner.preprocess import PreprocessConfig
-from dfscan.train.augment import AugmentConfig
 from dfscan.train.checkpoint import (
     ModelConfig,
     load_checkpoint,
@@ -28,6 +27,12 @@ from dfscan.train.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+
+# TrainConfig and its helpers lived here; callers import them from either module
+from dfscan.train.config import KEEP as KEEP
+from dfscan.train.config import SETTINGS as SETTINGS
+from dfscan.train.config import TrainConfig
+from dfscan.train.config import config_from_settings as config_from_settings
 from dfscan.train.data import ImageDataset, collate
 from dfscan.train.dataset_folder import Sample, scan_dataset
 from dfscan.train.metrics import (
@@ -62,73 +67,6 @@ HISTORY_FIELDS = (
     "data_wait_seconds",
     "skipped",
 )
-
-
-@dataclass
-class TrainConfig:
-    data: Path  # data, out and split may be given as str: they are Paths after construction
-    out: Path
-    arch: str = "resnet50"
-    input: str = "spatial"
-    weights: str = "imagenet"
-    train_layers: str | None = None
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
-    workers: int = 2
-    seed: int = 0
-    size: int = 224
-    preprocess: str = "crop"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    split: Path | None = None
-    resume: bool = False
-    device: str = "auto"
-    max_steps: int | None = None  # cap on steps per epoch (smoke runs, demos)
-    synth: tuple[str, ...] = ()  # networks making content-matched fakes of the training reals
-    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
-    keep: str = "best"  # model.ckpt: "best" validation loss, or the "last" epoch
-    target_fpr: float = 0.0  # threshold: 0 = EER on val; > 0 = that FPR on the val reals
-
-    def __post_init__(self) -> None:
-        self.data, self.out = Path(self.data), Path(self.out)
-        if self.split is not None:
-            self.split = Path(self.split)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["augment"] = self.augment.to_dict()
-        d["synth"] = list(self.synth)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
-
-
-SETTINGS = ("arch", "input", "weights", "train_layers", "epochs", "batch_size", "lr", "size")
-SETTINGS += ("preprocess", "augment", "synth", "weight_decay", "keep", "target_fpr")
-KEEP = ("best", "last")
-
-
-def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: Any) -> TrainConfig:
-    """TrainConfig's defaults, then the recipe's settings, then ``settings`` (a CLI or grid run).
-
-    ``augment`` may be a preset name or a bool; ``run`` holds the per-run options (data, out,
-    workers, seed, split, resume, device, max_steps).
-    """
-    from dfscan.train.recipes import get_recipe
-
-    merged = (get_recipe(recipe).settings if recipe else {}) | settings
-    unknown = sorted(set(merged) - set(SETTINGS))
-    if unknown:
-        raise DataError(f"unknown training setting {unknown[0]!r}", hint=", ".join(SETTINGS))
-    values = dict(merged)
-    if "augment" in values:
-        try:
-            values["augment"] = AugmentConfig.preset(values["augment"])
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-    if "synth" in values:
-        values["synth"] = tuple(values["synth"])
-    if values.get("keep", "best") not in KEEP:
-        raise DataError(f"keep = {values['keep']!r}: use one of {', '.join(KEEP)}")
-    return TrainConfig(**run, **values)
 
 
 @dataclass
@@ -375,13 +313,13 @@ def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
     if not last.is_file():
         raise ModelError(f"nothing to resume: {last} not found")
     state = read_checkpoint(last)
-    saved = state["config"]
+    saved = ModelConfig.from_dict(state["config"], str(last))
     mine = {"arch": cfg.arch, "input": cfg.input, "size": cfg.size, "mode": cfg.preprocess}
     theirs = {
-        "arch": saved["arch"],
-        "input": saved["input"],
-        "size": saved["preprocess"]["size"],
-        "mode": saved["preprocess"]["mode"],
+        "arch": saved.arch,
+        "input": saved.input,
+        "size": saved.preprocess.size,
+        "mode": saved.preprocess.mode,
     }
     if mine != theirs:
         raise ModelError(f"cannot resume: {last} was trained with {theirs}, not {mine}")
@@ -437,7 +375,7 @@ def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) ->
     test = predict(
         model, make_loader(test_set, cfg.batch_size, cfg.workers, False, cfg.seed), device
     )
-    threshold = float(best["threshold"])
+    threshold = loaded.threshold
     test_metrics = split_metrics(test, test_samples, threshold)
     best["metrics"]["test"] = test_metrics
     write_atomic(best, out / "model.ckpt")
