@@ -1,16 +1,16 @@
 """The PyTorch side of ``dfscan bench --checkpoint``: the ratios the scanner is held to.
 
-Measured in one run on the same inputs: PyTorch eager and TorchScript, the checkpoint exported
-to ONNX fp32 and int8 (calibrated on the benchmark's JPEGs), the other input variant of the
-same architecture (fft vs spatial, random weights: speed does not depend on them), the real
-scan with the fp32 export, and the seed's pipeline (Pillow full decode, torchvision
-Resize + CenterCrop + ToTensor, eager PyTorch, batch 16, a DataLoader with 2 workers).
+Measured on the same inputs, in interleaved rounds (:mod:`dfscan.scanner.bench_timing`):
+PyTorch eager and TorchScript, the checkpoint exported to ONNX fp32 and int8 (calibrated on
+the benchmark's JPEGs), the other input variant of the same architecture (fft vs spatial,
+random weights: speed does not depend on them); then, in rounds of their own, the real scan
+with the fp32 export and the seed's pipeline (Pillow full decode, torchvision Resize +
+CenterCrop + ToTensor, eager PyTorch, batch 16, a DataLoader with 2 workers).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,19 +21,21 @@ import torch
 from dfscan.export.exporter import export_checkpoint
 from dfscan.export.graph_module import exportable
 from dfscan.export.torchscript_writer import quiet_jit
-from dfscan.scanner.bench import BenchSettings, bench_scan, time_repeated
+from dfscan.scanner.bench import BenchContext
+from dfscan.scanner.bench_stages import ScanRun, scan_options
+from dfscan.scanner.bench_timing import Arm, Rounds, run_rounds
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.preprocess import load_image, to_chw_batch
 from dfscan.train.checkpoint import LoadedCheckpoint, ModelConfig, load_checkpoint, save_checkpoint
 from dfscan.train.registry import create_model
 
+EAGER, TORCHSCRIPT, FP32, INT8 = "PyTorch eager", "TorchScript", "ORT CPU fp32", "ORT CPU int8"
+SCAN, SEED = "dfscan scan, ORT fp32 (jpeg)", "seed pipeline (torchvision + eager)"
 
-def _rate(fn: Callable[[], object], n: int, min_seconds: float) -> float:
-    return n / time_repeated(fn, min_seconds).median
 
-
-def seed_pipeline_rate(loaded: LoadedCheckpoint, paths: list[Path], bs: int, workers: int) -> float:
-    """Images/s of the seed's way: full decode, torchvision resize, eager model, DataLoader."""
+def seed_pipeline(loaded: LoadedCheckpoint, paths: list[Path], bs: int, workers: int):
+    """A call = the seed's way over ``paths`` (full decode, torchvision resize, eager model,
+    DataLoader); returns its seconds, after a warm-up batch of the model."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
@@ -52,13 +54,17 @@ def seed_pipeline_rate(loaded: LoadedCheckpoint, paths: list[Path], bs: int, wor
                 return tf(im.convert("RGB"))
 
     model = loaded.model.eval()
-    loader = DataLoader(Files(), batch_size=bs, num_workers=workers)
-    with torch.inference_mode():
-        model(torch.zeros(bs, 3, size, size))  # warm-up, as for every other runtime
-        start = time.perf_counter()
-        for batch in loader:
-            model(batch)
-    return len(paths) / (time.perf_counter() - start)
+
+    def run() -> float:
+        loader = DataLoader(Files(), batch_size=bs, num_workers=workers)
+        with torch.inference_mode():
+            model(torch.zeros(bs, 3, size, size))  # warm-up, as for every other runtime
+            start = time.perf_counter()
+            for batch in loader:
+                model(batch)
+            return time.perf_counter() - start
+
+    return run
 
 
 def _other_variant_checkpoint(loaded: LoadedCheckpoint, path: Path) -> tuple[Path, str]:
@@ -84,67 +90,81 @@ def _ap(detector: Detector, folder: Path | None) -> float | None:
     return float(average_precision_score(images.labels, p))
 
 
-def torch_comparisons(
-    settings: BenchSettings,
-    report: dict[str, Any],
-    jpeg_paths: list[Path],
-    crops: np.ndarray,
-    tmp: Path,
-    note: Callable[[str], None],
-) -> dict[str, Any]:
+def _torch_arms(loaded: LoadedCheckpoint, x: torch.Tensor, bs: int) -> dict[str, Arm]:
+    model = loaded.model.eval()
+
+    def inference(fn):
+        def run() -> None:
+            with torch.inference_mode():
+                fn(x)
+
+        return run
+
+    with torch.inference_mode(), quiet_jit():
+        traced = torch.jit.trace(exportable(model, loaded.config.classes), (x,), check_trace=False)
+    return {EAGER: Arm(inference(model), bs), TORCHSCRIPT: Arm(inference(traced), bs)}
+
+
+def _exports(ctx: BenchContext, loaded: LoadedCheckpoint) -> tuple[dict[str, Path], str]:
+    """fp32, int8 (calibrated on the benchmark JPEGs) and the other variant's fp32, by arm."""
+    ckpt, tmp = ctx.settings.checkpoint, ctx.tmp
+    assert ckpt is not None
+    fp32, int8 = tmp / "ckpt-fp32.onnx", tmp / "ckpt-int8.onnx"
+    export_checkpoint(ckpt, fp32)
+    export_checkpoint(ckpt, int8, precision="int8", calibration=ctx.jpeg_paths[0].parent)
+    other_ckpt, other = _other_variant_checkpoint(loaded, tmp / "other.ckpt")
+    export_checkpoint(other_ckpt, tmp / "other-fp32.onnx")
+    return {FP32: fp32, INT8: int8, f"{FP32} ({other})": tmp / "other-fp32.onnx"}, other
+
+
+def _model_ratios(rounds: Rounds, own: str, other: str) -> dict[str, Any]:
+    other_arm = f"{FP32} ({other})"
+    fft, spatial = (FP32, other_arm) if own == "fft" else (other_arm, FP32)
+    return {
+        "ORT fp32 / eager": rounds.ratio(FP32, EAGER),
+        "ORT int8 / eager": rounds.ratio(INT8, EAGER),
+        "int8 / fp32": rounds.ratio(INT8, FP32),
+        "TorchScript / eager": rounds.ratio(TORCHSCRIPT, EAGER),
+        "fft / spatial (ORT fp32)": rounds.ratio(fft, spatial),
+    }
+
+
+def torch_comparisons(ctx: BenchContext) -> dict[str, Any]:
+    settings, note = ctx.settings, ctx.note
     assert settings.checkpoint is not None
     loaded = load_checkpoint(settings.checkpoint)
     cfg = loaded.config
     bs = 2 if settings.smoke else 16
-    min_s = settings.min_seconds
-    nhwc = np.stack([load_image(p, cfg.preprocess) for p in jpeg_paths[:bs]])
+    nhwc = np.stack([load_image(p, cfg.preprocess) for p in ctx.jpeg_paths[:bs]])
     nhwc = np.resize(nhwc, (bs, *nhwc.shape[1:]))
     x = torch.from_numpy(to_chw_batch(list(nhwc)))
-    runtimes: list[dict[str, Any]] = []
-
-    def add(name: str, rate: float, **extra: Any) -> float:
-        runtimes.append({"name": name, "batch_size": bs, "images_per_s": rate, **extra})
-        return rate
-
-    note("PyTorch eager and TorchScript")
-    model = loaded.model.eval()
-    with torch.inference_mode():
-        eager = add(f"PyTorch eager ({cfg.input})", _rate(lambda: model(x), bs, min_s))
-        module = exportable(model, cfg.classes)
-        with quiet_jit():
-            traced = torch.jit.trace(module, (x,), check_trace=False)
-        add("TorchScript", _rate(lambda: traced(x), bs, min_s))
 
     note("exporting fp32, int8 and the other input variant")
-    calibration = jpeg_paths[0].parent
-    fp32_path, int8_path = tmp / "ckpt-fp32.onnx", tmp / "ckpt-int8.onnx"
-    export_checkpoint(settings.checkpoint, fp32_path)
-    export_checkpoint(settings.checkpoint, int8_path, precision="int8", calibration=calibration)
-    other_ckpt, other = _other_variant_checkpoint(loaded, tmp / "other.ckpt")
-    other_path = tmp / "other-fp32.onnx"
-    export_checkpoint(other_ckpt, other_path)
+    paths, other = _exports(ctx, loaded)
+    detectors = {name: Detector.from_onnx(path, "cpu") for name, path in paths.items()}
+    arms = _torch_arms(loaded, x, bs)
+    arms |= {name: Arm(lambda d=d: d.run(nhwc), bs) for name, d in detectors.items()}
+    note(f"PyTorch and ONNX Runtime, {settings.rounds} interleaved rounds")
+    model_rounds = run_rounds(arms, settings.rounds, settings.turn_seconds, note)
 
-    rates: dict[str, float] = {}
-    aps: dict[str, float | None] = {}
-    for key, path in (("fp32", fp32_path), ("int8", int8_path), (other, other_path)):
-        det = Detector.from_onnx(path, "cpu")
-        rates[key] = add(
-            f"ORT CPU {key}" if key in ("fp32", "int8") else f"ORT CPU fp32 ({other})",
-            _rate(lambda d=det: d.run(nhwc), bs, min_s),
-        )
-        if key in ("fp32", "int8"):
-            aps[key] = _ap(det, settings.folder)
+    note("the scan with the fp32 export against the seed's pipeline, interleaved")
+    folder = ctx.jpeg_paths[0].parent
+    fp32_settings = replace(settings, model=paths[FP32])
+    scan = ScanRun(scan_options(folder, fp32_settings, ctx.tmp / "ckpt-scan.csv"), detectors[FP32])
+    seed = seed_pipeline(loaded, ctx.jpeg_paths, bs, 0 if settings.smoke else 2)
+    pipeline_arms = {SCAN: scan.arm(), SEED: Arm(seed, len(ctx.jpeg_paths))}
+    pipeline_rounds = run_rounds(pipeline_arms, settings.rounds, 0.0, note)
 
-    note("end-to-end scan with the fp32 export, and the seed's pipeline")
-    det = Detector.from_onnx(fp32_path, "cpu")
-    scan = bench_scan(calibration, det, replace(settings, model=fp32_path), tmp)
-    add("dfscan scan, ORT fp32 (jpeg)", scan["images_per_s"] or 0.0)
-    seed = add(
-        "seed pipeline (torchvision + eager)",
-        seed_pipeline_rate(loaded, jpeg_paths, bs, 0 if settings.smoke else 2),
-    )
-    fft_rate = rates["fp32"] if cfg.input == "fft" else rates[other]
-    spatial_rate = rates[other] if cfg.input == "fft" else rates["fp32"]
+    runtimes = [
+        {"name": name, "batch_size": bs, "images_per_s": rounds.rate(name)}
+        for rounds in (model_rounds, pipeline_rounds)
+        for name in rounds.rates
+    ]
+    aps = {
+        key: _ap(detectors[arm], settings.folder) for key, arm in (("fp32", FP32), ("int8", INT8))
+    }
+    ratios = _model_ratios(model_rounds, cfg.input, other)
+    ratios["scan / seed pipeline"] = pipeline_rounds.ratio(SCAN, SEED)
     return {
         "checkpoint": str(settings.checkpoint),
         "arch": cfg.arch,
@@ -154,14 +174,8 @@ def torch_comparisons(
         "torch_threads": torch.get_num_threads(),
         "runtimes": runtimes,
         "ap": aps,
-        "ratios": {
-            "ORT fp32 / eager": rates["fp32"] / eager,
-            "ORT int8 / eager": rates["int8"] / eager,
-            "int8 / fp32": rates["int8"] / rates["fp32"],
-            "fft / spatial (ORT fp32)": fft_rate / spatial_rate,
-            "scan / seed pipeline": (scan["images_per_s"] or 0.0) / seed,
-            "int8 AP loss": None
-            if aps.get("fp32") is None or aps.get("int8") is None
-            else aps["fp32"] - aps["int8"],
-        },
+        "int8_ap_loss": None
+        if aps["fp32"] is None or aps["int8"] is None
+        else aps["fp32"] - aps["int8"],
+        "ratios": ratios,
     }

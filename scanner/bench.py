@@ -1,15 +1,17 @@
 """``dfscan bench``: every stage of a scan measured on its own and together.
 
-Stages: decoding + preprocessing per image format (one thread, and the scanner's pool),
-reading provenance hints (headers and chunks; on the plain files and on copies that declare a
+Stages (:mod:`.bench_stages`): decoding + preprocessing per image format (one thread, and the
+scanner's pool), reading provenance hints (on the plain files and on copies that declare a
 generator), the model alone per batch size and execution provider, the real end-to-end scan
-(the same ``run_scan`` the CLI uses, also with provenance off), scan memory against folder
-size (separate processes, so each peak is its own), and CLI start-up time.
-``dfscan.export.bench_torch`` adds the PyTorch side (eager, TorchScript, the seed's pipeline,
-int8 and fft/spatial variants) when a checkpoint is given; it is imported only then, so this
-module stays torch-free.
+(the same ``run_scan`` the CLI uses, also with provenance off), scan memory against folder size
+(separate processes, so each peak is its own), and CLI start-up time.
 
-Figures are medians of repeated timings after a warm-up run; they are reported, never asserted.
+Every ratio (a scan against the model alone, with provenance against without) comes from
+interleaved rounds (:mod:`.bench_timing`): median, spread and rounds, beside the raw rates.
+
+Other packages add stages through the ``dfscan.bench`` entry-point group: ``dfscan[export]``
+registers ``torch`` (eager, TorchScript, the seed's pipeline, int8 and fft/spatial), run when
+a checkpoint is given. This module never imports them by name, so it stays torch-free.
 """
 
 from __future__ import annotations
@@ -18,29 +20,42 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from dfscan.scanner import __version__
-from dfscan.scanner.bench_images import make_bench_images, make_small_pngs, with_declarations
+from dfscan.scanner.bench_images import make_bench_images, with_declarations
+from dfscan.scanner.bench_stages import (
+    ScanRun,
+    bench_cli_startup,
+    bench_decode,
+    bench_memory,
+    bench_model,
+    bench_provenance,
+    bench_ray,
+    model_arm,
+    sample_crops,
+    scan_options,
+)
+from dfscan.scanner.bench_timing import run_rounds
 from dfscan.scanner.detector import Detector
-from dfscan.scanner.discovery import DiscoveryStats, Found, discover
-from dfscan.scanner.errors import DataError
-from dfscan.scanner.pipeline import decode, decode_ahead, default_workers
+from dfscan.scanner.discovery import DiscoveryStats, discover
+from dfscan.scanner.errors import DataError, DeviceError
+from dfscan.scanner.pipeline import default_workers
 from dfscan.scanner.runtime import CPU, CUDA, Device, available_cores, available_providers
-from dfscan.scanner.scan import ScanOptions, run_scan
 
 PROVIDERS = {"cpu": CPU, "cuda": CUDA}
 FORMAT_OF_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
+STAGE_GROUP = "dfscan.bench"  # entry points: name -> a BenchStage; its result is report[name]
+CHECKPOINT_STAGE = "torch"  # the stage --checkpoint asks for (dfscan[export] installs it)
+Note = Callable[[str], None]
 
 
 @dataclass
@@ -58,6 +73,8 @@ class BenchSettings:
     workers: int | None = None
     smoke: bool = False
     engine: str = "local"  # "ray": also the Ray engine with 1 and 2 workers on the same folder
+    rounds: int = 7  # interleaved rounds behind every ratio
+    turn_seconds: float = 1.0  # an arm's turn in a round lasts at least about this long
 
     @classmethod
     def for_smoke(cls, **kwargs: Any) -> BenchSettings:
@@ -70,34 +87,51 @@ class BenchSettings:
             min_seconds=0.0,
             memory_files=(20, 40),
             smoke=True,
+            rounds=3,
+            turn_seconds=0.0,
         )
         return cls(**(base | kwargs))
 
 
 @dataclass
-class Timing:
-    seconds: list[float] = field(default_factory=list)
+class BenchContext:
+    """What a plug-in stage gets: the settings, the report so far and the shared inputs."""
+
+    settings: BenchSettings
+    report: dict[str, Any]
+    detector: Detector  # the --model session, warm
+    groups: dict[str, list[Path]]  # benchmark files per format
+    crops: np.ndarray  # prepared model inputs (NHWC uint8) from those files
+    tmp: Path  # removed when the benchmark ends
+    note: Note
 
     @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.seconds, q))
+    def jpeg_paths(self) -> list[Path]:
+        return self.groups.get("jpeg") or next(iter(self.groups.values()))
 
 
-def time_repeated(fn: Callable[[], object], min_seconds: float, max_runs: int = 200) -> Timing:
-    """One warm-up call, then calls until ``min_seconds`` have passed (at least three)."""
-    fn()
-    timing = Timing()
-    start = time.perf_counter()
-    while len(timing.seconds) < 3 or (
-        time.perf_counter() - start < min_seconds and len(timing.seconds) < max_runs
-    ):
-        t = time.perf_counter()
-        fn()
-        timing.seconds.append(time.perf_counter() - t)
-    return timing
+class BenchStage(Protocol):
+    """A ``dfscan.bench`` entry point: cheap to load (heavy imports inside ``run``)."""
+
+    def wanted(self, settings: BenchSettings) -> bool: ...
+
+    def run(self, context: BenchContext) -> dict[str, Any]: ...
+
+
+def plugin_stages() -> dict[str, BenchStage]:
+    """The installed ``dfscan.bench`` stages, by name (sorted: a stable report)."""
+    found = sorted(entry_points(group=STAGE_GROUP), key=lambda ep: ep.name)
+    return {ep.name: ep.load() for ep in found}
+
+
+def wanted_stages(settings: BenchSettings) -> dict[str, BenchStage]:
+    stages = plugin_stages()
+    if settings.checkpoint is not None and CHECKPOINT_STAGE not in stages:
+        raise DataError(
+            "--checkpoint is measured by the PyTorch bench stage, which is not installed",
+            hint='pip install "dfscan[export]"',
+        )
+    return {name: stage for name, stage in stages.items() if stage.wanted(settings)}
 
 
 def machine_info() -> dict[str, Any]:
@@ -115,6 +149,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu,
         "cores_available": available_cores(),
         "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "gpu": gpu_name(),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -152,215 +187,6 @@ def files_by_format(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def bench_decode(paths: list[Path], detector: Detector, workers: int) -> dict[str, Any]:
-    """Decode + preprocess (as the scanner does): one thread, then the scanner's pool."""
-    cfg = detector.meta.preprocess
-    found = [Found(str(p), "bench") for p in paths]
-    t = time.perf_counter()
-    decoded = [decode(f, cfg) for f in found]
-    one = time.perf_counter() - t
-    errors = sum(d.error is not None for d in decoded)
-    t = time.perf_counter()
-    for _ in decode_ahead(found, cfg, workers, prefetch=2 * workers + 8):
-        pass
-    pool = time.perf_counter() - t
-    return {
-        "images": len(paths),
-        "errors": errors,
-        "images_per_s_1_thread": len(paths) / one,
-        "images_per_s_pool": len(paths) / pool,
-        "workers": workers,
-    }
-
-
-def bench_provenance(paths: list[Path], min_seconds: float) -> dict[str, Any]:
-    """``read_provenance`` over the files on one thread: what every scanned file pays."""
-    from dfscan.scanner.provenance import read_provenance
-
-    declaring = sum(read_provenance(p).label is not None for p in paths)
-    timing = time_repeated(lambda: [read_provenance(p) for p in paths], min_seconds)
-    per_image = timing.median / len(paths)
-    return {
-        "images": len(paths),
-        "declaring": declaring,
-        "ms_per_image": 1e3 * per_image,
-        "images_per_s": 1 / per_image if per_image > 0 else None,
-    }
-
-
-def sample_crops(paths: list[Path], detector: Detector, n: int) -> np.ndarray:
-    """Up to ``n`` decoded model inputs (NHWC uint8), repeated when there are fewer files."""
-    cfg = detector.meta.preprocess
-    crops = [d.pixels for d in (decode(Found(str(p), "b"), cfg) for p in paths[:n])]
-    crops = [c for c in crops if c is not None]
-    if not crops:
-        raise DataError("none of the benchmark images could be decoded")
-    reps = -(-n // len(crops))
-    return np.stack((crops * reps)[:n])
-
-
-def bench_model(
-    detector: Detector, crops: np.ndarray, batch_sizes: Sequence[int], min_seconds: float
-) -> list[dict[str, Any]]:
-    rows = []
-    for bs in batch_sizes:
-        batch = np.ascontiguousarray(np.resize(crops, (bs, *crops.shape[1:])))
-        timing = time_repeated(lambda b=batch: detector.run(b), min_seconds)
-        rows.append(
-            {
-                "provider": detector.provider,
-                "batch_size": bs,
-                "images_per_s": bs / timing.median,
-                "latency_p50_ms": 1e3 * timing.median,
-                "latency_p95_ms": 1e3 * timing.percentile(95),
-                "runs": len(timing.seconds),
-            }
-        )
-    return rows
-
-
-def bench_scan(
-    folder: Path, detector: Detector, settings: BenchSettings, tmp: Path, provenance: bool = True
-) -> dict[str, Any]:
-    """The real pipeline (discovery, decode pool, provenance, batches, CSV) on one folder."""
-    options = ScanOptions(
-        folders=[folder],
-        model=settings.model,
-        csv=tmp / f"{folder.name}.csv",
-        existing="overwrite",
-        batch_size=settings.scan_batch_size,
-        workers=settings.workers,
-        provenance=provenance,
-    )
-    run_scan(options, detector=detector)  # warm-up: file cache, thread pools
-    result = run_scan(options, detector=detector)
-    errors = result.tallies.total().errors
-    return {"images": result.scanned, "images_per_s": result.rate, "errors": errors}
-
-
-def bench_ray(
-    folder: Path, settings: BenchSettings, tmp: Path, local: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """The same folder through ``--engine ray`` (a local Ray on this machine), 1 and 2 actors.
-
-    Each scan starts its actors afresh (as a real one does), so on a small folder the figure
-    includes that start-up; ``vs_local`` is the rate as a share of the local engine's.
-    """
-    import ray
-
-    from dfscan.scanner.engine_ray import RayOptions
-
-    rows = []
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=max(2, available_cores()), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)  # fmt: skip
-    try:
-        for workers in (1, 2):
-            options = ScanOptions(
-                folders=[folder],
-                model=settings.model,
-                csv=tmp / f"ray-{workers}.csv",
-                existing="overwrite",
-                batch_size=settings.scan_batch_size,
-                engine="ray",
-                ray=RayOptions(workers=workers),
-            )
-            result = run_scan(options)
-            rate = result.rate
-            rows.append(
-                {
-                    "workers": workers,
-                    "images": result.scanned,
-                    "seconds": result.elapsed_s,
-                    "images_per_s": rate,
-                    "vs_local": None
-                    if not rate or not local["images_per_s"]
-                    else rate / local["images_per_s"],
-                }
-            )
-    finally:
-        if started:
-            ray.shutdown()
-    return rows
-
-
-def _scanner_command() -> list[str]:
-    return [sys.executable, "-m", "dfscan.scanner"]
-
-
-# The child reports its own peak (VmHWM of its post-exec address space). The rusage of a child
-# is no good here: Linux carries the parent's peak RSS over fork+exec into the child's maxrss.
-_REPORT_PEAK = """
-import os
-from dfscan.scanner.cli import main
-try:
-    main()
-finally:
-    with open("/proc/self/status") as status:
-        peak = [line.split()[1] for line in status if line.startswith("VmHWM")]
-    with open(os.environ["DFSCAN_PEAK_FILE"], "w") as out:
-        out.write(peak[0] if peak else "")
-"""
-
-
-def run_measured(args: list[str], tmp: Path) -> tuple[float, float | None, int]:
-    """(seconds, peak RSS in MB or None, exit code) of the dfscan CLI in a fresh process."""
-    peak_file = tmp / "peak.txt"
-    peak_file.unlink(missing_ok=True)
-    env = os.environ | {"DFSCAN_PEAK_FILE": str(peak_file)}
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", _REPORT_PEAK, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        check=False,
-    )
-    seconds = time.perf_counter() - t
-    text = peak_file.read_text().strip() if peak_file.is_file() else ""
-    return seconds, (int(text) / 1024 if text else None), proc.returncode
-
-
-def bench_memory(settings: BenchSettings, tmp: Path) -> list[dict[str, Any]]:
-    """Peak RSS of whole scans of growing folders: flat means memory does not grow with files."""
-    rows = []
-    for n in settings.memory_files:
-        folder = make_small_pngs(tmp / f"small-{n}", n)
-        args = [
-            "scan",
-            str(folder),
-            "--model",
-            str(settings.model),
-            "--device",
-            "cpu",
-            "--quiet",
-            "--csv",
-            str(tmp / f"small-{n}.csv"),
-        ]
-        seconds, rss, code = run_measured(args, tmp)
-        if code != 0:
-            raise DataError(f"the scan of {n} small files failed (exit {code})")
-        rows.append(
-            {"files": n, "peak_rss_mb": rss, "seconds": seconds, "files_per_s": n / seconds}
-        )
-        shutil.rmtree(folder, ignore_errors=True)
-    return rows
-
-
-def bench_cli_startup(runs: int = 3) -> dict[str, float]:
-    """Wall time of ``dfscan --help`` and ``--version`` in a fresh interpreter (best of runs)."""
-    out = {}
-    for flag in ("--help", "--version"):
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            subprocess.run([*_scanner_command(), flag], capture_output=True, check=False)
-            times.append(time.perf_counter() - t)
-        out[flag.strip("-")] = min(times)
-    return out
-
-
 def providers_to_measure(device: Device) -> list[Device]:
     if device == "cpu":
         return ["cpu"]
@@ -369,17 +195,54 @@ def providers_to_measure(device: Device) -> list[Device]:
     return ["cpu", "cuda"] if CUDA in available_providers() else ["cpu"]
 
 
-def run_bench(
-    settings: BenchSettings, note: Callable[[str], None] = lambda message: None
-) -> dict[str, Any]:
+def run_bench(settings: BenchSettings, note: Note = lambda message: None) -> dict[str, Any]:
     """All stages; returns the report as a JSON-ready dict (see ``REQUIRED_FIELDS``)."""
     workers = default_workers() if settings.workers is None else settings.workers
+    stages = wanted_stages(settings)  # before any work: a missing plug-in fails fast
     report: dict[str, Any] = {"machine": machine_info(), "settings": _settings_dict(settings)}
     main = Detector.from_onnx(settings.model, settings.device)
     if main.warning:
         note(main.warning)
+    report["model"] = _model_info(main, settings, workers)
+    with tempfile.TemporaryDirectory(prefix="dfscan-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        groups, folders = _bench_images(settings, tmp, report, note)
+        note("decoding")
+        report["decode"] = {fmt: bench_decode(p, main, workers) for fmt, p in groups.items()}
+        note("provenance hints")
+        report["provenance"] = _provenance(groups, tmp, settings)
+        note("model alone")
+        crops = sample_crops(next(iter(groups.values())), main, max(settings.batch_sizes))
+        report["model_only"] = _model_only(main, crops, settings, note)
+        note(f"end-to-end scans against the model alone, {settings.rounds} interleaved rounds")
+        report["ratios"] = {}
+        _scans(report, main, crops, folders, settings, tmp, note)
+        report["ray"] = None
+        if settings.engine == "ray":
+            note("Ray engine, 1 and 2 workers")
+            first = next(iter(folders))
+            rate = report["scan"][first]["images_per_s"]
+            report["ray"] = bench_ray(folders[first], settings, tmp, rate)
+        report["memory"] = []
+        if settings.memory_files:
+            note(f"scan memory for {', '.join(map(str, settings.memory_files))} files")
+            report["memory"] = bench_memory(settings, tmp)
+        note("CLI start-up")
+        report["cli_startup_s"] = bench_cli_startup(3 if settings.smoke else 7)
+        report[CHECKPOINT_STAGE] = None
+        context = BenchContext(settings, report, main, groups, crops, tmp, note)
+        for name, stage in stages.items():
+            report[name] = stage.run(context)
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    missing = missing_fields(report)
+    if missing:
+        raise RuntimeError(f"benchmark report lacks {missing}")
+    return report
+
+
+def _model_info(main: Detector, settings: BenchSettings, workers: int) -> dict[str, Any]:
     meta = main.meta
-    report["model"] = {
+    return {
         "path": str(settings.model),
         "arch": meta.arch,
         "input": meta.input,
@@ -389,122 +252,99 @@ def run_bench(
         "provider": main.provider,
         "threads": {"onnxruntime_intra_op": available_cores(), "decode_workers": workers},
     }
-    with tempfile.TemporaryDirectory(prefix="dfscan-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        if settings.folder is None:
-            note(f"making {settings.images} JPEG + {settings.images} PNG test images")
-            folders = make_bench_images(tmp / "images", settings.images, settings.image_size)
-            groups = {fmt: sorted(f.iterdir()) for fmt, f in folders.items()}
-            source = f"synthetic {settings.image_size}² photo-like (1/f) images"
-        else:
-            groups = files_by_format(settings.folder)
-            folders = {}
-            source = str(settings.folder)
-        report["images"] = {"source": source, "per_format": {k: len(v) for k, v in groups.items()}}
-
-        note("decoding")
-        report["decode"] = {
-            fmt: bench_decode(paths, main, workers) for fmt, paths in groups.items()
-        }
-
-        note("provenance hints")
-        report["provenance"] = {
-            fmt: bench_provenance(paths, min(settings.min_seconds, 1.0))
-            for fmt, paths in groups.items()
-        }
-        declaring = tmp / "declaring"
-        declaring.mkdir()
-        for fmt, paths in groups.items():
-            if fmt in ("jpeg", "png"):
-                copies = [with_declarations(p, declaring / f"{fmt}-{p.name}") for p in paths[:16]]
-                report["provenance"][f"{fmt} declaring"] = bench_provenance(
-                    copies, min(settings.min_seconds, 1.0)
-                )
-
-        note("model alone")
-        crops = sample_crops(next(iter(groups.values())), main, max(settings.batch_sizes))
-        report["model_only"] = []
-        for device in providers_to_measure(settings.device):
-            same = main.provider == PROVIDERS[device]
-            detector = main if same else _try_open(settings.model, device, note)
-            if detector is not None:
-                report["model_only"] += bench_model(
-                    detector, crops, settings.batch_sizes, settings.min_seconds
-                )
-
-        note("end-to-end scans")
-        scan_folders = folders or {"all": settings.folder}
-        report["scan"] = {}
-        for fmt, folder in scan_folders.items():
-            assert folder is not None
-            row = bench_scan(folder, main, settings, tmp)
-            row["fraction_of_model_only"] = _fraction(
-                row["images_per_s"], report, main.provider, settings.scan_batch_size
-            )
-            report["scan"][fmt] = row
-        first = next(iter(scan_folders))
-        first_folder = scan_folders[first]
-        assert first_folder is not None
-        off = bench_scan(first_folder, main, settings, tmp, provenance=False)
-        report["scan"][first]["images_per_s_without_provenance"] = off["images_per_s"]
-
-        report["ray"] = None
-        if settings.engine == "ray":
-            note("Ray engine, 1 and 2 workers")
-            report["ray"] = bench_ray(first_folder, settings, tmp, report["scan"][first])
-
-        report["memory"] = []
-        if settings.memory_files:
-            note(f"scan memory for {', '.join(map(str, settings.memory_files))} files")
-            report["memory"] = bench_memory(settings, tmp)
-        report["cli_startup_s"] = bench_cli_startup(1 if settings.smoke else 3)
-
-        report["torch"] = None
-        if settings.checkpoint is not None:
-            note("PyTorch comparisons")
-            from dfscan.export.bench_torch import torch_comparisons
-
-            jpeg = groups.get("jpeg") or next(iter(groups.values()))
-            report["torch"] = torch_comparisons(settings, report, jpeg, crops, tmp, note)
-    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    missing = missing_fields(report)
-    if missing:
-        raise RuntimeError(f"benchmark report lacks {missing}")
-    return report
 
 
-def _try_open(model: Path, device: Device, note: Callable[[str], None]) -> Detector | None:
-    from dfscan.scanner.errors import DeviceError
+def _bench_images(
+    settings: BenchSettings, tmp: Path, report: dict[str, Any], note: Note
+) -> tuple[dict[str, list[Path]], dict[str, Path]]:
+    """(files per format, folders to scan per format); records where they came from."""
+    if settings.folder is None:
+        note(f"making {settings.images} JPEG + {settings.images} PNG test images")
+        folders = make_bench_images(tmp / "images", settings.images, settings.image_size)
+        groups = {fmt: sorted(f.iterdir()) for fmt, f in folders.items()}
+        source = f"synthetic {settings.image_size}² photo-like (1/f) images"
+    else:
+        groups = files_by_format(settings.folder)
+        folders = {"all": settings.folder}
+        source = str(settings.folder)
+    report["images"] = {"source": source, "per_format": {k: len(v) for k, v in groups.items()}}
+    return groups, folders
 
+
+def _provenance(
+    groups: dict[str, list[Path]], tmp: Path, settings: BenchSettings
+) -> dict[str, Any]:
+    seconds = min(settings.min_seconds, 1.0)
+    out = {fmt: bench_provenance(paths, seconds) for fmt, paths in groups.items()}
+    declaring = tmp / "declaring"
+    declaring.mkdir()
+    for fmt, paths in groups.items():
+        if fmt in ("jpeg", "png"):
+            copies = [with_declarations(p, declaring / f"{fmt}-{p.name}") for p in paths[:16]]
+            out[f"{fmt} declaring"] = bench_provenance(copies, seconds)
+    return out
+
+
+def _model_only(
+    main: Detector, crops: np.ndarray, settings: BenchSettings, note: Note
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for device in providers_to_measure(settings.device):
+        detector = main if main.provider == PROVIDERS[device] else _try_open(settings, device, note)
+        if detector is not None:
+            rows += bench_model(detector, crops, settings.batch_sizes, settings.min_seconds)
+    return rows
+
+
+def _scans(
+    report: dict[str, Any],
+    main: Detector,
+    crops: np.ndarray,
+    folders: dict[str, Path],
+    settings: BenchSettings,
+    tmp: Path,
+    note: Note,
+) -> None:
+    """Each folder's scan, the first also without provenance, and the model alone on the
+    scan's batch size, all in the same interleaved rounds; ratios within each round."""
+    runs = {
+        fmt: ScanRun(scan_options(folder, settings, tmp / f"{fmt}.csv"), main)
+        for fmt, folder in folders.items()
+    }
+    first = next(iter(folders))
+    without = f"{first}, --no-provenance"
+    runs[without] = ScanRun(
+        scan_options(folders[first], settings, tmp / "off.csv", provenance=False), main
+    )
+    model = f"model only, batch {settings.scan_batch_size}"
+    arms = {name: run.arm() for name, run in runs.items()}
+    arms[model] = model_arm(main, crops, settings.scan_batch_size)
+    rounds = run_rounds(arms, settings.rounds, settings.turn_seconds, note)
+    report["scan"] = {}
+    for fmt in folders:
+        share = rounds.ratio(fmt, model)
+        report["ratios"][f"scan / model only ({fmt})"] = share
+        report["scan"][fmt] = runs[fmt].summary(rounds.rate(fmt))
+        report["scan"][fmt]["fraction_of_model_only"] = share["median"]
+    report["scan"][first]["images_per_s_without_provenance"] = rounds.rate(without)
+    report["ratios"][f"scan with / without provenance ({first})"] = rounds.ratio(first, without)
+
+
+def _try_open(settings: BenchSettings, device: Device, note: Note) -> Detector | None:
     try:
-        return Detector.from_onnx(model, device)
+        return Detector.from_onnx(settings.model, device)
     except DeviceError as exc:
         note(f"{device} not measured: {exc.message}")
         return None
 
 
-def _fraction(rate: float | None, report: dict[str, Any], provider: str, bs: int) -> float | None:
-    rows = [r for r in report["model_only"] if r["provider"] == provider]
-    if rate is None or not rows:
-        return None
-    best = min(rows, key=lambda r: abs(r["batch_size"] - bs))
-    return rate / best["images_per_s"]
-
-
 def _settings_dict(s: BenchSettings) -> dict[str, Any]:
-    return {
-        "folder": None if s.folder is None else str(s.folder),
-        "device": s.device,
-        "batch_sizes": list(s.batch_sizes),
-        "scan_batch_size": s.scan_batch_size,
-        "images_per_format": s.images,
-        "image_size": s.image_size,
-        "min_seconds": s.min_seconds,
-        "memory_files": list(s.memory_files),
-        "checkpoint": None if s.checkpoint is None else str(s.checkpoint),
-        "smoke": s.smoke,
-        "engine": s.engine,
-    }
+    out = {f.name: getattr(s, f.name) for f in fields(s)}
+    for key in ("model", "folder", "checkpoint"):
+        out[key] = None if out[key] is None else str(out[key])
+    out["batch_sizes"], out["memory_files"] = list(s.batch_sizes), list(s.memory_files)
+    out["images_per_format"] = out.pop("images")
+    return out
 
 
 REQUIRED_FIELDS = (
@@ -518,11 +358,14 @@ REQUIRED_FIELDS = (
     "provenance",
     "model_only",
     "scan",
+    "ratios",
     "memory",
     "cli_startup_s.help",
     "cli_startup_s.version",
+    "cli_startup_s.rounds",
+    "cli_startup_s.spread",
     "peak_rss_mb",
-    "torch",
+    CHECKPOINT_STAGE,
 )
 
 

@@ -50,6 +50,17 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
         )
     assert report["scan"]["jpeg"]["images_per_s_without_provenance"] > 0
     assert report["cli_startup_s"]["help"] > 0 and report["torch"] is None
+    assert report["cli_startup_s"]["rounds"] == 3
+    for name, ratio in report["ratios"].items():  # every ratio: median, spread, rounds, rates
+        assert ratio["rounds"] == 3, name
+        low, high = ratio["spread"]
+        assert low <= ratio["median"] <= high
+        assert ratio["numerator_images_per_s"] > 0 and ratio["denominator_images_per_s"] > 0
+    assert set(report["ratios"]) == {
+        "scan / model only (jpeg)",
+        "scan / model only (png)",
+        "scan with / without provenance (jpeg)",
+    }
     assert report["model"]["provider"] == "CPUExecutionProvider"
     assert "end-to-end scan" in output and "model only" in output
 
@@ -114,4 +125,5 @@ def test_smoke_with_a_checkpoint_measures_the_pytorch_side(tmp_path: Path):
         "fft / spatial (ORT fp32)",
         "scan / seed pipeline",
     ):
-        assert torch_part["ratios"][key] > 0
+        ratio = torch_part["ratios"][key]
+        assert ratio["median"] > 0 and ratio["rounds"] == 3 and len(ratio["spread"]) == 2
