@@ -1,8 +1,11 @@
 """The ``dfscan`` command line.
 
 Commands of the optional parts (training, export) are plugged in through the
-``dfscan.commands`` entry-point group, so this module imports neither torch nor onnx and
-``dfscan --help`` stays instant.
+``dfscan.commands`` entry-point group, so this module imports neither torch nor onnx; numpy,
+Pillow and ONNX Runtime are imported inside the commands, so ``dfscan --help`` stays instant.
+
+An exception that is not a :class:`DfscanError` is a bug: it ends the command with one line
+and exit code 70 (``--debug``: the traceback), never a silent success.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import typer
 
 from dfscan.scanner import __version__
 from dfscan.scanner.bench_cli import bench
-from dfscan.scanner.cli_support import set_debug
+from dfscan.scanner.cli_support import debug_enabled, err_console, set_debug
+from dfscan.scanner.errors import first_line
 from dfscan.scanner.report_cli import report
 from dfscan.scanner.scan_cli import SCAN_HELP, scan
 
@@ -81,9 +85,28 @@ def route(argv: Sequence[str], commands: Collection[str]) -> list[str]:
     return args
 
 
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an internal error, distinct from every user error
+
+
 def command_names() -> list[str]:
-    return list(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    """The commands' names, read from the registrations (building the click group is what
+    ``app()`` does next; doing it twice doubled the start-up work)."""
+    names = [
+        c.name or typer.main.get_command_name(c.callback.__name__)  # type: ignore[union-attr]
+        for c in app.registered_commands
+    ]
+    return names + [g.name for g in app.registered_groups if g.name]
 
 
 def main() -> None:
-    app(args=route(sys.argv[1:], command_names()))
+    try:
+        app(args=route(sys.argv[1:], command_names()))
+    except Exception as exc:  # not a DfscanError (report_errors handles those): a bug
+        if debug_enabled():
+            raise
+        from rich.markup import escape
+
+        what = escape(f"{type(exc).__name__}: {first_line(exc)}")
+        err_console.print(f"[bold red]error:[/] internal error (a bug): {what}", highlight=False)
+        err_console.print("[dim]hint:[/] run again with --debug for the traceback")
+        sys.exit(EXIT_BUG)

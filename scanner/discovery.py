@@ -29,7 +29,6 @@ from pathlib import Path
 
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.labels import label_of
-from dfscan.scanner.preprocess import has_image_extension
 
 ROOT_GENERATOR = "(root)"  # the generator of files directly in a scanned folder
 
@@ -59,6 +58,8 @@ _IGNORED = "ignored"
 
 def _classify(entry: os.DirEntry[str]) -> str:
     """_DIR, _FILE, _IGNORED, or the reason why an image-named entry cannot be read."""
+    from dfscan.scanner.preprocess import has_image_extension  # numpy/Pillow: not at CLI start
+
     image_name = has_image_extension(entry.name)
     try:
         if entry.is_dir():  # follows links: a linked folder is walked (once)

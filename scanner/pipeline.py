@@ -11,12 +11,14 @@ Results come out in discovery order, one per file: a score, or the reason it has
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
@@ -52,8 +54,23 @@ class Scored:
     error: str | None
 
 
+# What a broken, truncated or unsupported file makes Pillow's decoders raise: the image's own
+# fault, so it becomes an error row. Anything else (TypeError, AttributeError, KeyError…) is a
+# bug in dfscan and stops the scan instead of hiding in thousands of error rows.
+IMAGE_DATA_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    OSError,  # truncated data, decoder errors
+    SyntaxError,  # broken headers (PNG, GIF…)
+    EOFError,
+    ValueError,
+    struct.error,  # malformed binary fields (EXIF, TIFF tags)
+)
+
+
 def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
-    """Decode and prepare one file; every failure becomes ``error`` (a scan never stops)."""
+    """Decode and prepare one file; a file that is not a usable image becomes ``error``."""
     if found.problem is not None:
         return Decoded(found, error=found.problem)
     try:
@@ -61,7 +78,7 @@ def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
         pixels = prepare(img, cfg)
     except DataError as exc:
         return Decoded(found, error=exc.message)
-    except Exception as exc:  # Pillow raises odd types (struct.error, IndexError) on bad files
+    except IMAGE_DATA_ERRORS as exc:
         return Decoded(found, error=f"not a readable image: {type(exc).__name__}: {exc}")
     return Decoded(found, pixels, info.width, info.height, info.format, info.animated)
 

@@ -2,14 +2,17 @@
 
 import csv
 import itertools
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, UnidentifiedImageError
 
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found, walk
+from dfscan.scanner.errors import DataError
 from dfscan.scanner.pipeline import decode, score
 from dfscan.scanner.preprocess import PreprocessConfig
 from dfscan.scanner.scan import ScanOptions, run_scan
@@ -100,15 +103,54 @@ def test_a_stream_of_broken_files_still_flows(detector: Detector):
     stream.close()
 
 
-def test_decode_never_raises(tmp_path: Path, monkeypatch):
-    path = write_image(tmp_path / "a.png", grey(0))
-
+def _decoder_raising(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
     def explode(source, draft_side=None):
-        raise IndexError("a Pillow bug on a malformed file")
+        raise exc
 
     monkeypatch.setattr("dfscan.scanner.pipeline.decode_rgb", explode)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError("image file is truncated"),
+        SyntaxError("broken PNG file"),
+        ValueError("tile cannot extend outside image"),
+        EOFError(),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        Image.DecompressionBombError("too many pixels"),
+        UnidentifiedImageError("cannot identify image file"),
+        DataError("not a readable image"),
+    ],
+)
+def test_the_image_own_errors_become_error_rows(tmp_path: Path, monkeypatch, exc: Exception):
+    path = write_image(tmp_path / "a.png", grey(0))
+    _decoder_raising(monkeypatch, exc)
     decoded = decode(Found(str(path), "g"), PreprocessConfig(size=16))
-    assert decoded.pixels is None and "IndexError" in decoded.error
+    assert decoded.pixels is None and decoded.error
+
+
+@pytest.mark.parametrize("exc", [TypeError("x"), AttributeError("y"), KeyError("z"), IndexError()])
+def test_a_bug_is_not_an_error_row_it_stops_the_scan(
+    tmp_path: Path, monkeypatch, detector: Detector, exc: Exception
+):
+    paths = [write_image(tmp_path / f"{i}.png", grey(0)) for i in range(3)]
+    _decoder_raising(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        decode(Found(str(paths[0]), "g"), PreprocessConfig(size=16))
+    for workers in (0, 2):  # inline, and from the decoding pool's threads
+        with pytest.raises(type(exc)):
+            list(score([Found(str(p), "g") for p in paths], detector, workers=workers))
+
+
+def test_a_truncated_jpeg_is_an_error_row(tmp_path: Path, detector: Detector):
+    noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    whole = write_image(tmp_path / "whole.jpg", noise, quality=90)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # the scan data cut short
+    scored = list(score([Found(str(whole), "g"), Found(str(cut), "g")], detector, workers=2))
+    assert scored[0].error is None and scored[0].p_fake is not None
+    assert scored[1].p_fake is None and "not a readable image" in scored[1].error
 
 
 def test_nan_scores_become_error_rows(tmp_path: Path, detector: Detector, monkeypatch):

@@ -1,10 +1,13 @@
 """run_scan: an interrupted scan keeps its rows, and resuming it loses and repeats nothing."""
 
 import csv
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dfscan.scanner.cli import EXIT_BUG, main
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.scan import ScanOptions, run_scan
 
@@ -104,3 +107,42 @@ def test_report_refusal_comes_before_any_work(tmp_path: Path):
     with pytest.raises(DataError, match="already exists"):  # the model is not even opened
         run_scan(ScanOptions([data], tmp_path / "no-model.onnx", csv=out))
     assert out.read_text() == "precious"
+
+
+def _run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["dfscan", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    return int(stopped.value.code or 0)
+
+
+def test_a_bug_while_decoding_stops_the_scan_with_one_line(
+    tmp_path: Path, brightness_onnx: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """Not the image's fault (a TypeError is a bug): no error rows, exit 70, one line; the
+    same folder scans (exit 0) once the bug is gone, a truncated JPEG still an error row."""
+    monkeypatch.setenv("DFSCAN_DEBUG", "0")
+    write_image(tmp_path / "data" / "a.png", grey(10))
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    whole = write_image(tmp_path / "data" / "b.jpg", noise)
+    (tmp_path / "data" / "cut.jpg").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    args = ["scan", str(tmp_path / "data"), "-m", str(brightness_onnx), "--device", "cpu"]
+
+    def bug(*a, **k):
+        raise TypeError("unsupported operand type(s)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("dfscan.scanner.pipeline.decode_rgb", bug)
+        assert _run_main(monkeypatch, *args, "--csv", str(tmp_path / "bug.csv")) == EXIT_BUG
+        err = capsys.readouterr().err
+        assert "internal error (a bug): TypeError: unsupported operand" in err
+        assert "Traceback" not in err and "--debug" in err
+        with pytest.raises(TypeError):  # --debug: the exception itself, with its traceback
+            _run_main(monkeypatch, "--debug", *args, "--csv", str(tmp_path / "debug.csv"))
+
+    monkeypatch.setenv("DFSCAN_DEBUG", "0")
+    assert _run_main(monkeypatch, *args, "--quiet", "--csv", str(tmp_path / "ok.csv")) == 0
+    with open(tmp_path / "ok.csv", newline="", encoding="utf-8") as f:
+        errors = {Path(r["path"]).name: r["error"] for r in csv.DictReader(f)}
+    assert errors["a.png"] == errors["b.jpg"] == ""
+    assert "not a readable image" in errors["cut.jpg"]
