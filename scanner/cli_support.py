@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -59,7 +60,36 @@ def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-EXTRAS = {
+def extras_of(requirements: list[str]) -> dict[str, str]:
+    """Import name -> the extra that installs it, from ``Requires-Dist`` lines: the first extra
+    that lists the distribution itself (``dfscan[train]`` references and dev tools aside)."""
+    found: dict[str, str] = {}
+    for line in requirements:
+        match = _EXTRA_REQUIREMENT.match(line)
+        if match is None or match["extra"] == "dev":
+            continue
+        dist = match["dist"].lower()
+        if dist != "dfscan":
+            found.setdefault(_IMPORT_NAMES.get(dist, dist.replace("-", "_")), match["extra"])
+    return found
+
+
+def _installed_extras() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        requirements = metadata("dfscan").get_all("Requires-Dist") or []
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return dict(FALLBACK_EXTRAS)
+    return extras_of(requirements) or dict(FALLBACK_EXTRAS)
+
+
+# a distribution whose import name is not its own (with - as _)
+_IMPORT_NAMES = {"scikit-learn": "sklearn", "scikit-image": "skimage", "c2pa-python": "c2pa"}
+_EXTRA_REQUIREMENT = re.compile(
+    r"^\s*(?P<dist>[A-Za-z0-9][A-Za-z0-9._-]*).*;.*\bextra\s*==\s*[\"'](?P<extra>[^\"']+)[\"']"
+)
+FALLBACK_EXTRAS = {  # what the metadata says for the heavy ones, if it cannot be read
     "torch": "train",
     "torchvision": "train",
     "matplotlib": "train",
@@ -68,3 +98,4 @@ EXTRAS = {
     "onnx": "export",
     "onnxscript": "export",
 }
+EXTRAS = _installed_extras()
