@@ -241,7 +241,9 @@ def test_a_damaged_c2pa_manifest_is_a_note_or_an_invalid_state(tmp_path: Path):
 
 
 def test_without_c2pa_python_a_manifest_is_still_noticed(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(prov_mod, "c2pa_available", lambda: False)
+    from dfscan.scanner import provenance_c2pa
+
+    monkeypatch.setattr(provenance_c2pa, "c2pa_available", lambda: False)
     # a JPEG with a JUMBF APP11 segment (the first bytes of a C2PA manifest store)
     jpeg = save_with_exif(tmp_path / "a.jpg", software="x").read_bytes()
     app11 = b"\xff\xeb" + struct.pack(">H", 2 + 20) + b"JP\x02\x11\0\0\0\x01\0\0\0\x1ejumdc2pa"
