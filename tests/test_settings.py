@@ -20,7 +20,8 @@ from dfscan.train.config import (
     config_from_settings,
     setting_fields,
 )
-from dfscan.train.experiments import DEFAULTS, KEYS, RunSpec, canonical, resolve
+from dfscan.train.grid import RunSpec
+from dfscan.train.run_settings import DEFAULTS, KEYS, canonical, resolve
 
 
 def train_options() -> dict[str, Any]:

@@ -297,7 +297,8 @@ def experiments(
     JPEG-75, 0.5× rescale), with per-fold and mean AUC/AP/TPR at 5 % FPR and 95 % intervals.
     """
     from dfscan.scanner.errors import DataError
-    from dfscan.train.experiments import grid_toml, load_grid, markdown_table
+    from dfscan.train.grid import grid_toml, load_grid
+    from dfscan.train.results_table import markdown_table
 
     chosen = load_grid(grid or ("holdout" if holdout and not quick else None), quick)
     if show_grid:
@@ -311,7 +312,7 @@ def experiments(
         _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed)
         return
     if dry_run:
-        from dfscan.train.experiments import collect_rows
+        from dfscan.train.results_table import collect_rows
 
         console.print(
             f"grid {chosen.name} ({chosen.mode}): {len(chosen.expand())} runs", soft_wrap=True

@@ -22,12 +22,14 @@ from rich.console import Console
 from dfscan.scanner.errors import DfscanError
 from dfscan.scanner.formatting import num, pct
 from dfscan.train.dataset_folder import scan_dataset
-from dfscan.train.experiments import ExperimentsResult, Grid, RunSpec, grid_toml
+from dfscan.train.experiments import ExperimentsResult
+from dfscan.train.grid import Grid, RunSpec, grid_toml
 from dfscan.train.holdout import plan_folds
+from dfscan.train.holdout_table import families_of, interval
+from dfscan.train.holdout_table import markdown as markdown
 from dfscan.train.robustness import (
     BOOTSTRAP,
     DEGRADATIONS,
-    FPR_TARGET,
     bootstrap_indices,
     mean_interval,
     scores_with_ci,
@@ -202,7 +204,7 @@ def _run_fold(
         error.unlink(missing_ok=True)
         (run_dir / "last.ckpt").unlink(missing_ok=True)
         console.print(
-            f"[green]held-out[/] AUC {num(result['auc'])} {_ci(result['auc_ci'])}, "
+            f"[green]held-out[/] AUC {num(result['auc'])} {interval(result['auc_ci'])}, "
             f"JPEG-75 {num(result['auc_jpeg75'])}, 0.5× {num(result['auc_half'])}, "
             f"FPR at threshold {pct(result['fpr_at_threshold'])}"
         )
@@ -289,15 +291,11 @@ def collect(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     return rows
 
 
-def _families(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return sorted({f for r in rows if r["fold"] != "mean" for f in r.get("families", {})})
-
-
 def write_tables(out: Path, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     from dfscan.train.holdout_report import write_html
 
     rows = collect(out, specs)
-    families = _families(rows)
+    families = families_of(rows)
     columns = [*COLUMNS[:-1], *(f"auc_{f}" for f in families), "error"]
     tmp = out / "results.csv.tmp"
     with tmp.open("w", newline="", encoding="utf-8") as f:
@@ -321,70 +319,3 @@ def _csv(value: Any) -> Any:
     if value is None:
         return ""
     return f"{value:.4f}" if isinstance(value, float) else value
-
-
-def _ci(ci: Sequence[float | None] | None) -> str:
-    if not ci or ci[0] is None:
-        return ""
-    return f"[{ci[0]:.2f}–{ci[1]:.2f}]"
-
-
-TABLE = (
-    ("fold", "fold"),
-    ("n", "real / fake"),
-    ("auc", "AUC [95 % CI]"),
-    ("ap", "AP"),
-    ("tpr5", f"TPR @ {FPR_TARGET:.0%} FPR"),
-    ("fpr_at_threshold", "FPR @ threshold"),
-    ("auc_jpeg75", "AUC JPEG-75"),
-    ("auc_half", "AUC 0.5×"),
-    ("status", "status"),
-)
-
-
-def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", *(label for _, label in TABLE)]
-    body = []
-    for r in rows:
-        cells = [r["run"]]
-        for key, _ in TABLE:
-            if key == "n":
-                cells.append(f"{r['n_real']} / {r['n_fake']}" if "n_real" in r else "–")
-            elif key in ("fold", "status"):
-                cells.append(str(r.get(key, "")) if key != "status" else _status(r))
-            elif key == "fpr_at_threshold":
-                cells.append(pct(r.get(key)))
-            elif key == "tpr5":
-                cells.append(f"{pct(r.get(key))} {_ci(r.get('tpr5_ci'))}".strip())
-            elif key == "auc":
-                cells.append(f"{num(r.get(key))} {_ci(r.get('auc_ci'))}".strip())
-            else:
-                cells.append(num(r.get(key)))
-        body.append(cells)
-    return header, body
-
-
-def _status(row: dict[str, Any]) -> str:
-    if row["status"] == "failed":
-        return "failed: " + " ".join(str(row.get("error", "")).split())[:80]
-    return row["status"]
-
-
-def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    header, body = table_cells(rows)
-    families = _families(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-    if families:
-        lines += ["", "AUC of each held-out family against its fold's real images:", ""]
-        lines += ["| run | fold | " + " | ".join(families) + " |"]
-        lines += ["|" + "|".join("---" for _ in range(len(families) + 2)) + "|"]
-        for r in rows:
-            fams = r.get("families", {})
-            if not fams:
-                continue
-            cells = [
-                f"{num(fams[f]['auc'])} (n={fams[f]['n']})" if f in fams else "" for f in families
-            ]
-            lines.append(f"| {r['run']} | {r['fold']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -27,7 +27,9 @@ from matplotlib.ticker import MaxNLocator
 from dfscan.scanner import __version__
 from dfscan.scanner.formatting import num
 from dfscan.train.dataset_folder import REAL
+from dfscan.train.grid import KEYS, Grid, grid_toml
 from dfscan.train.plots import draw_confusion
+from dfscan.train.results_table import generators_of, is_text_column, table_cells
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em auto;max-width:1400px;
@@ -153,8 +155,6 @@ def _label(r: dict[str, Any]) -> str:
 
 
 def _table(rows: Sequence[dict[str, Any]]) -> str:
-    from dfscan.train.experiments import is_text_column, table_cells
-
     keys, header, body = table_cells(rows)
     best: dict[str, float] = {}
     for key in keys:
@@ -212,8 +212,6 @@ def _split_counts(out: Path) -> str:
 
 def _run_section(out: Path, r: dict[str, Any]) -> str:
     run_dir = out / "runs" / r["folder"]
-    from dfscan.train.experiments import KEYS
-
     config = ", ".join(f"{k}={r[k]}" for k in KEYS)
     folder = html.escape(r["folder"])
     where = f"runs/{folder}"
@@ -246,9 +244,7 @@ def _run_section(out: Path, r: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def write_report(out: Path, rows: Sequence[dict[str, Any]], grid: Any) -> Path:
-    from dfscan.train.experiments import generators_of, grid_toml
-
+def write_report(out: Path, rows: Sequence[dict[str, Any]], grid: Grid) -> Path:
     gens = generators_of(rows)
     n_done = sum(r["status"] == "done" for r in rows)
     n_failed = sum(r["status"] == "failed" for r in rows)
