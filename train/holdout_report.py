@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dfscan.train.holdout_table import markdown, table_cells
 from dfscan.train.report_html import CSS, _fig_png, data_uri
 
 
@@ -37,8 +38,6 @@ def _bars(rows: Sequence[dict[str, Any]]) -> bytes | None:
 
 
 def write_html(out: Path, rows: Sequence[dict[str, Any]], families: Sequence[str]) -> Path:
-    from dfscan.train.holdout_run import markdown, table_cells
-
     header, body = table_cells(rows)
     esc = html.escape
     parts = [
