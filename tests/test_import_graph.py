@@ -1,0 +1,89 @@
+"""Imports point one way: export → train → scanner, and no two modules import each other
+(directly or round a loop), lazy imports inside functions included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"scanner": "dfscan.scanner", "train": "dfscan.train", "export": "dfscan.export"}
+LAYER = {"dfscan.scanner": 0, "dfscan.train": 1, "dfscan.export": 2}
+
+
+def module_names() -> dict[str, Path]:
+    modules = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            modules[name] = path
+    return modules
+
+
+MODULES = module_names()
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """The dfscan modules ``name`` imports anywhere in its source (``from X import y`` counts
+    as importing ``X.y`` when that is a module)."""
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1]])
+                base = f"{base}.{node.module}" if node.module else base
+            targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+        else:
+            continue
+        found |= {t for t in targets if t in MODULES and t != name}
+    return found
+
+
+GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
+
+
+def layer(module: str) -> int:
+    return LAYER[".".join(module.split(".")[:2])]
+
+
+def test_the_graph_is_not_empty() -> None:
+    assert "dfscan.scanner.errors" in GRAPH["dfscan.train.loop"]
+    assert "dfscan.train.backbones" in GRAPH["dfscan.train.registry"]
+
+
+@pytest.mark.parametrize("name", sorted(GRAPH))
+def test_imports_point_down_the_layers(name: str) -> None:
+    """scanner imports neither train nor export; train never imports export."""
+    upward = sorted(m for m in GRAPH[name] if layer(m) > layer(name))
+    assert not upward, f"{name} imports {upward}"
+
+
+def test_no_import_cycles() -> None:
+    """A module never reaches itself through its imports (package __init__ aside: importing a
+    submodule runs its package, which is not a dependency on it)."""
+    graph = {n: {m for m in deps if MODULES[m].stem != "__init__"} for n, deps in GRAPH.items()}
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+    cycles: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(" → ".join([*path[path.index(dep) :], dep]))
+            elif dep not in state:
+                visit(dep)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
