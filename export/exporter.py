@@ -112,7 +112,9 @@ def export_checkpoint(
     if precision == "int8":
         settings |= {"float_stages": list(int8_float_stages), "calibration": calibration.name}
     meta = replace(build_meta(loaded, precision), export=settings)
-    fp32_meta = replace(meta, precision="fp32", export={"input_dtype": input_dtype, "opset": OPSET})
+    fp32_meta = replace(
+        build_meta(loaded, "fp32"), export={"input_dtype": input_dtype, "opset": OPSET}
+    )
     matched = None
     module = exportable(loaded.model, meta.classes)
     graph_module = (
@@ -134,14 +136,14 @@ def export_checkpoint(
             proto, (images[i : i + 8] for i in range(0, len(images), 8)), int8_float_stages
         )
         reals = images if calib.labels is None else images[calib.labels == 0]
+        fp32 = meta.spec.threshold("fp32")
         matched = match_int8_threshold(
-            meta.threshold, graph_scores(proto, reals), graph_scores(int8, reals)
+            fp32.value, graph_scores(proto, reals), graph_scores(int8, reals)
         )
         meta = replace(
             meta,
-            threshold=matched.threshold,
-            threshold_rule=INT8_THRESHOLD_RULE,
-            export=settings | matched.settings() | {"fp32_threshold_rule": meta.threshold_rule},
+            spec=meta.spec.with_threshold("int8", matched.threshold, INT8_THRESHOLD_RULE),
+            export=settings | matched.settings() | {"fp32_threshold_rule": fp32.rule},
         )
         proto = int8
     forbid_dft(proto)

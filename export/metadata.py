@@ -31,17 +31,17 @@ def training_summary(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_meta(loaded: LoadedCheckpoint, precision: str) -> ModelMeta:
-    cfg, data = loaded.config, loaded.data
+    """The checkpoint's spec, its fp32 threshold carried to fp16 (checked by ``--check``);
+    int8 gets its own threshold later, from calibration."""
+    spec = loaded.spec
+    if precision == "fp16":
+        fp32 = spec.threshold("fp32")
+        spec = spec.with_threshold("fp16", fp32.value, f"fp32 threshold ({fp32.rule})")
     return ModelMeta(
-        arch=cfg.arch,
-        input=cfg.input,
-        preprocess=cfg.preprocess,
-        classes=tuple(cfg.classes),
-        threshold=loaded.threshold,
-        threshold_rule=str(data.get("threshold_rule", "")),
+        spec=spec,
         precision=precision,
-        training=training_summary(data),
-        metrics=dict(data.get("metrics") or {}),
+        training=training_summary(loaded.data),
+        metrics=dict(loaded.data.get("metrics") or {}),
         versions={
             "dfscan": __version__,
             "torch": str(torch.__version__),

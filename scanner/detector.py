@@ -160,7 +160,8 @@ class Detector:
         if isinstance(image, np.ndarray):
             image = _array_to_image(image)
         if isinstance(image, Image.Image):
-            return prepare(to_rgb(image), self.meta.preprocess)
+            cfg = self.meta.preprocess
+            return prepare(to_rgb(image, cfg.alpha_background), cfg)
         return load_image(image, self.meta.preprocess)
 
     def run(self, prepared: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -27,27 +27,11 @@ from itertools import islice
 from typing import Any
 
 from dfscan.scanner.discovery import Found
-from dfscan.scanner.errors import DataError, DfscanError
+from dfscan.scanner.errors import DataError, DfscanError, MissingExtra  # noqa: F401
 from dfscan.scanner.pipeline import Scored
+from dfscan.scanner.sources import require
 
 CHUNK = 4096  # paths per Ray Data dataset: bounds the driver's memory, amortises start-up
-
-
-class MissingExtra(DfscanError):
-    """An optional dependency of this feature is not installed (exit 3, as elsewhere)."""
-
-    exit_code = 3
-
-
-def require(module: str) -> None:
-    """Raise MissingExtra with the install hint when ``module`` cannot be imported."""
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise MissingExtra(
-            f"--engine ray and URI sources need {module}, not installed",
-            hint='pip install "dfscan[ray]"',
-        )
 
 
 @dataclass
@@ -88,7 +72,7 @@ class ScoreActor:
 
     def _decode(self, path: str, problem: str | None) -> tuple[Any, tuple, str | None, tuple]:
         """(pixels or None, (width, height, format, animated), error, provenance cells)."""
-        from dfscan.scanner.preprocess import decode_rgb, decode_side, prepare
+        from dfscan.scanner.preprocess import decode_for, prepare
         from dfscan.scanner.provenance import read_provenance
         from dfscan.scanner.sources import read_bytes
 
@@ -105,7 +89,7 @@ class ScoreActor:
             cells = (prov.label, prov.detail_json())
         cfg = self.detector.meta.preprocess
         try:
-            img, info = decode_rgb(data, decode_side(cfg))
+            img, info = decode_for(data, cfg)
             pixels = prepare(img, cfg)
         except DataError as exc:
             return None, none, exc.message, cells

@@ -46,3 +46,9 @@ class DeviceError(DfscanError):
     """The requested device (e.g. CUDA) cannot be used."""
 
     exit_code = 5
+
+
+class MissingExtra(DfscanError):
+    """An optional dependency of this feature is not installed (exit 3, as elsewhere)."""
+
+    exit_code = 3

@@ -1,16 +1,18 @@
 """What a dfscan .onnx file says about itself, read and written on both sides of the format.
 
 ``dfscan export`` writes these ``metadata_props`` and the scanner reads them back, so the .onnx
-file alone says how to feed the model (crop size, crop or resize) and how to read its output
-(threshold, classes). Flat ``dfscan.*`` keys with plain values, JSON for the nested parts, so
-the metadata is also readable in Netron or ``onnx.load(...).metadata_props``.
+file alone says how to feed the model and how to read its output: ``dfscan.spec`` is the
+:class:`~dfscan.scanner.spec.DetectorSpec` as JSON (arch, classes, frontend recipe, the whole
+host preprocessing, a threshold per precision, its sha256), ``dfscan.precision`` picks the
+threshold, and ``dfscan.training``/``metrics``/``versions``/``export`` say what made the file.
+All readable in Netron or ``onnx.load(...).metadata_props``.
 
 The graph contract, for anyone calling the model without dfscan:
 
 - one input, ``image``: ``(N, 3, S, S)`` RGB, ``uint8`` 0-255 (or ``float32`` 0-1 when exported
-  with ``--input-dtype float32``), S = ``dfscan.crop_size``, N dynamic;
+  with ``--input-dtype float32``), S = the spec's ``preprocess.size``, N dynamic;
 - outputs ``p_fake`` ``(N,)`` (probability that the image is generated) and ``logits``
-  ``(N, 2)`` in the order of ``dfscan.classes``.
+  ``(N, 2)`` in the order of the spec's ``classes``.
 
 Read with ONNX Runtime's ``get_modelmeta()``: the scanner imports neither torch nor onnx.
 """
@@ -25,32 +27,30 @@ from typing import TYPE_CHECKING, Any
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.labels import CLASSES
 from dfscan.scanner.preprocess import PreprocessConfig
+from dfscan.scanner.spec import DetectorSpec, Threshold, legacy_spec
 
 if TYPE_CHECKING:
     import onnxruntime
 
 ONNX_FORMAT = "dfscan-onnx"
-ONNX_FORMAT_VERSION = 1
+# 2: the detector spec (dfscan.spec) is the one source of arch, classes, preprocessing and
+# thresholds; 1: flat keys (crop_size, preprocess_mode, threshold, ...), read for crop mode only
+ONNX_FORMAT_VERSION = 2
 PREFIX = "dfscan."
 INPUT_NAME = "image"
 OUTPUT_P_FAKE = "p_fake"
 OUTPUT_LOGITS = "logits"
 PRECISIONS = ("fp32", "fp16", "int8")
 
-_JSON_FIELDS = ("classes", "training", "metrics", "versions", "export")
+_JSON_FIELDS = ("training", "metrics", "versions", "export")
 
 
 @dataclass(frozen=True)
 class ModelMeta:
-    """Everything the scanner needs besides the graph itself."""
+    """Everything the scanner needs besides the graph: the spec, and what made the file."""
 
-    arch: str
-    input: str  # "spatial" | "fft"
-    preprocess: PreprocessConfig
-    classes: tuple[str, ...]
-    threshold: float
-    threshold_rule: str = "eer_on_val"
-    precision: str = "fp32"
+    spec: DetectorSpec
+    precision: str = "fp32"  # picks the spec's threshold
     training: dict[str, Any] = field(default_factory=dict)  # generators, counts, split hash
     metrics: dict[str, Any] = field(default_factory=dict)  # validation/test metrics
     versions: dict[str, str] = field(default_factory=dict)  # dfscan/torch/onnx at export
@@ -58,22 +58,41 @@ class ModelMeta:
     format_version: int = ONNX_FORMAT_VERSION
 
     @property
+    def arch(self) -> str:
+        return self.spec.arch
+
+    @property
+    def input(self) -> str:
+        return self.spec.input
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.spec.preprocess
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    @property
     def size(self) -> int:
         return self.preprocess.size
 
+    @property
+    def threshold(self) -> float:
+        return self.spec.threshold(self.precision).value
+
+    @property
+    def threshold_rule(self) -> str:
+        return self.spec.threshold(self.precision).rule
+
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` of the exported graph (all values are strings)."""
+        self.spec.threshold(self.precision)  # a file must be able to say its threshold
         props = {
             "format": ONNX_FORMAT,
             "format_version": str(self.format_version),
-            "arch": self.arch,
-            "input": self.input,
-            "crop_size": str(self.preprocess.size),
-            "preprocess_mode": self.preprocess.mode,
-            "threshold": repr(float(self.threshold)),
-            "threshold_rule": self.threshold_rule,
+            "spec": self.spec.to_json(),
             "precision": self.precision,
-            "classes": json.dumps(list(self.classes)),
             "training": json.dumps(self.training, sort_keys=True),
             "metrics": json.dumps(self.metrics, sort_keys=True),
             "versions": json.dumps(self.versions, sort_keys=True),
@@ -98,17 +117,18 @@ class ModelMeta:
                     f"{ONNX_FORMAT_VERSION}",
                     hint="upgrade dfscan",
                 )
+            precision = own.get("precision", "fp32")
+            if precision not in PRECISIONS:
+                raise ModelError(f"{source}: unknown precision {precision!r}")
+            spec = (
+                DetectorSpec.from_json(own["spec"], source)
+                if version >= 2
+                else _spec_v1(own, precision, source)
+            )
             parsed = {k: json.loads(own[k]) if k in own else None for k in _JSON_FIELDS}
-            return cls(
-                arch=own["arch"],
-                input=own["input"],
-                preprocess=PreprocessConfig(
-                    size=int(own["crop_size"]), mode=own.get("preprocess_mode", "crop")
-                ),
-                classes=tuple(parsed["classes"] or CLASSES),
-                threshold=float(own["threshold"]),
-                threshold_rule=own.get("threshold_rule", ""),
-                precision=own.get("precision", "fp32"),
+            meta = cls(
+                spec=spec,
+                precision=precision,
                 training=parsed["training"] or {},
                 metrics=parsed["metrics"] or {},
                 versions=parsed["versions"] or {},
@@ -119,6 +139,22 @@ class ModelMeta:
             raise ModelError(f"{source}: dfscan metadata lacks {PREFIX}{exc.args[0]}") from None
         except (ValueError, DataError) as exc:  # bad number, JSON or preprocessing settings
             raise ModelError(f"{source}: unreadable dfscan metadata ({exc})") from None
+        spec.threshold(precision)  # refused here, at load, rather than mid-scan
+        return meta
+
+
+def _spec_v1(own: dict[str, str], precision: str, source: str) -> DetectorSpec:
+    """Format 1 wrote flat keys; the frontend's maths is inside the graph, so none is needed."""
+    classes = json.loads(own["classes"]) if "classes" in own else list(CLASSES)
+    return legacy_spec(
+        own["arch"],
+        own["input"],
+        PreprocessConfig(size=int(own["crop_size"]), mode=own.get("preprocess_mode", "crop")),  # type: ignore[arg-type]
+        tuple(classes),
+        {},
+        {precision: Threshold(float(own["threshold"]), own.get("threshold_rule", "unrecorded"))},
+        source,
+    )
 
 
 def meta_from_session(session: onnxruntime.InferenceSession, source: str) -> ModelMeta:

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.preprocess import PreprocessConfig, decode_rgb, decode_side, prepare
+from dfscan.scanner.preprocess import PreprocessConfig, decode_for, prepare
 from dfscan.scanner.runtime import available_cores
 
 
@@ -74,7 +74,7 @@ def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
     if found.problem is not None:
         return Decoded(found, error=found.problem)
     try:
-        img, info = decode_rgb(found.path, decode_side(cfg))
+        img, info = decode_for(found.path, cfg)
         pixels = prepare(img, cfg)
     except DataError as exc:
         return Decoded(found, error=exc.message)

@@ -13,7 +13,7 @@ adds no resampling traces of its own.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -24,6 +24,18 @@ from dfscan.scanner.errors import DataError
 
 Mode = Literal["crop", "resize"]
 MODES: tuple[Mode, ...] = ("crop", "resize")
+Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+Padding = Literal["symmetric", "reflect", "edge"]
+PADDINGS: tuple[Padding, ...] = ("symmetric", "reflect", "edge")  # numpy.pad modes
+CropPlan = Literal["center"]
+CROP_PLANS: tuple[CropPlan, ...] = ("center",)
+PREPROCESS_VERSION = 2
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 ORIENTATION_TAG = 0x0112
 ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as browsers do
@@ -33,23 +45,65 @@ ImageSource = str | Path | BinaryIO | bytes | Image.Image
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How an image becomes the model's ``size``×``size`` RGB input; travels with the model."""
+    """How an image becomes the model's ``size``×``size`` RGB input; travels with the model.
+
+    Every choice that changes the pixels is a field, so the artifact says it and the code
+    that trains and scans reads it from there. ``version`` numbers the recipe behind the fields
+    (2: the first one recorded whole; 1: crop-mode models of checkpoint/ONNX format 1).
+    """
 
     size: int = 224
     mode: Mode = "crop"
+    interpolation: Interpolation = "bilinear"  # resize mode only
+    reducing_gap: float | None = 3.0  # Pillow's two-step resize, resize mode only
+    padding: Padding = "symmetric"  # images smaller than the crop
+    alpha_background: tuple[int, int, int] = ALPHA_BACKGROUND
+    reduce_on_decode: bool = True  # resize mode only: JPEGs decoded at 1/2-1/8 by libjpeg
+    crop_plan: CropPlan = "center"  # which region(s) of an image are scored
+    version: int = PREPROCESS_VERSION
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise DataError(f"unknown preprocessing mode {self.mode!r}; use one of {MODES}")
+        checks = (
+            ("preprocessing mode", self.mode, MODES),
+            ("interpolation", self.interpolation, tuple(INTERPOLATIONS)),
+            ("padding", self.padding, PADDINGS),
+            ("crop plan", self.crop_plan, CROP_PLANS),
+        )
+        for what, value, allowed in checks:
+            if value not in allowed:
+                raise DataError(f"unknown {what} {value!r}; use one of {allowed}")
         if self.size < 8:
             raise DataError(f"input size {self.size} is too small (minimum 8)")
+        if len(self.alpha_background) != 3 or not all(0 <= c <= 255 for c in self.alpha_background):
+            raise DataError(f"alpha background must be 3 values 0-255, got {self.alpha_background}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["alpha_background"] = list(self.alpha_background)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
-        return cls(size=int(data["size"]), mode=data["mode"])
+        """Strict: every field must be there (a spec that omits one would be guessed)."""
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise DataError(f"preprocessing settings lack {', '.join(missing)}")
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise DataError(f"unknown preprocessing settings {', '.join(unknown)}")
+        gap = data["reducing_gap"]
+        return cls(
+            size=int(data["size"]),
+            mode=data["mode"],
+            interpolation=data["interpolation"],
+            reducing_gap=None if gap is None else float(gap),
+            padding=data["padding"],
+            alpha_background=tuple(int(c) for c in data["alpha_background"]),  # type: ignore[arg-type]
+            reduce_on_decode=bool(data["reduce_on_decode"]),
+            crop_plan=data["crop_plan"],
+            version=int(data["version"]),
+        )
 
 
 def has_image_extension(path: str | Path) -> bool:
@@ -74,23 +128,37 @@ def decode_side(cfg: PreprocessConfig, regions: int = 1) -> int | None:
     decodes at 256², 16× fewer pixels. ``crop`` keeps native pixels and is never reduced.
     Training and scanning both decode through here, so both see the same pixels.
     """
-    return cfg.size * regions if cfg.mode == "resize" else None
+    return cfg.size * regions if cfg.mode == "resize" and cfg.reduce_on_decode else None
 
 
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90°
 
 
-def open_rgb(source: ImageSource, draft_side: int | None = None) -> Image.Image:
+def open_rgb(
+    source: ImageSource,
+    draft_side: int | None = None,
+    background: tuple[int, int, int] = ALPHA_BACKGROUND,
+) -> Image.Image:
     """Decode the first frame, apply EXIF orientation and convert to 8-bit RGB.
 
     Raises ``DataError`` for anything that is not a decodable image (including Pillow's
     decompression-bomb error, which stays enabled). ``draft_side``: see :func:`decode_side`.
     """
-    return decode_rgb(source, draft_side)[0]
+    return decode_rgb(source, draft_side, background)[0]
+
+
+def decode_for(
+    source: ImageSource, cfg: PreprocessConfig, regions: int = 1
+) -> tuple[Image.Image, SourceInfo]:
+    """:func:`decode_rgb` as ``cfg`` says (reduce-on-decode, alpha background): what training
+    and scanning both call, so the model's spec decides the pixels."""
+    return decode_rgb(source, decode_side(cfg, regions), cfg.alpha_background)
 
 
 def decode_rgb(
-    source: ImageSource, draft_side: int | None = None
+    source: ImageSource,
+    draft_side: int | None = None,
+    background: tuple[int, int, int] = ALPHA_BACKGROUND,
 ) -> tuple[Image.Image, SourceInfo]:
     """:func:`open_rgb` plus what the file was (format, size, animation), from the same decode.
 
@@ -98,7 +166,7 @@ def decode_rgb(
     reduced.
     """
     if isinstance(source, Image.Image):
-        rgb = to_rgb(ImageOps.exif_transpose(source))
+        rgb = to_rgb(ImageOps.exif_transpose(source), background)
         return rgb, SourceInfo(*rgb.size, source.format, bool(getattr(source, "is_animated", 0)))
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -113,7 +181,7 @@ def decode_rgb(
                 im.draft(None, (draft_side, draft_side))
             im.load()
             ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to turn
-            rgb = to_rgb(im)
+            rgb = to_rgb(im, background)
             return rgb, SourceInfo(width, height, im.format, animated)
     except Image.DecompressionBombError as exc:
         raise DataError(f"refused, possible decompression bomb: {exc}") from exc
@@ -125,8 +193,9 @@ def decode_rgb(
         raise DataError(f"not a readable image: {exc}") from exc
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode → 8-bit RGB: 16-bit scaled, alpha composited on white, CMYK converted."""
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = ALPHA_BACKGROUND) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB: 16-bit scaled, alpha composited on ``background`` (white by
+    default), CMYK converted."""
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -141,19 +210,19 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return Image.fromarray(grey, "L").convert("RGB")
     if (im.mode == "P" and "transparency" in im.info) or im.mode in ("RGBA", "LA", "PA", "RGBa"):
         rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        under = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(under, rgba).convert("RGB")
     return im.convert("RGB")
 
 
-def _pad_to(arr: np.ndarray, side: int) -> np.ndarray:
-    """Mirror-pad an HWC array so both sides are at least ``side`` (centred)."""
+def _pad_to(arr: np.ndarray, side: int, padding: Padding = "symmetric") -> np.ndarray:
+    """Pad an HWC array (mirroring by default) so both sides are at least ``side`` (centred)."""
     h, w = arr.shape[:2]
     dh, dw = max(side - h, 0), max(side - w, 0)
     if not dh and not dw:
         return arr
     pads = ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0))
-    return np.pad(arr, pads, mode="symmetric")
+    return np.pad(arr, pads, mode=padding)
 
 
 def _offset(extent: int, side: int, rng: np.random.Generator | None) -> int:
@@ -164,16 +233,16 @@ def _offset(extent: int, side: int, rng: np.random.Generator | None) -> int:
 
 
 def square_region(
-    img: Image.Image, side: int, mode: Mode, rng: np.random.Generator | None = None
+    img: Image.Image, side: int, cfg: PreprocessConfig, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """A ``side``×``side`` uint8 RGB array: centred, or at a random place when ``rng`` is given."""
-    if mode == "resize":
+    if cfg.mode == "resize":
         w, h = img.size
         scale = side / min(w, h)
         new = (max(side, round(w * scale)), max(side, round(h * scale)))
         if new != (w, h):
-            img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    arr = _pad_to(np.asarray(img), side)
+            img = img.resize(new, INTERPOLATIONS[cfg.interpolation], reducing_gap=cfg.reducing_gap)
+    arr = _pad_to(np.asarray(img), side, cfg.padding)
     h, w = arr.shape[:2]
     top, left = _offset(h, side, rng), _offset(w, side, rng)
     return np.ascontiguousarray(arr[top : top + side, left : left + side])
@@ -183,7 +252,7 @@ def prepare(
     img: Image.Image, cfg: PreprocessConfig, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """The model input for one RGB image: (size, size, 3) uint8, HWC."""
-    return square_region(img, cfg.size, cfg.mode, rng)
+    return square_region(img, cfg.size, cfg, rng)
 
 
 def four_patches(
@@ -195,7 +264,7 @@ def four_patches(
     mirroring when the image is smaller), so each patch is a full-resolution view.
     """
     s = cfg.size
-    region = square_region(img, 2 * s, cfg.mode, rng)
+    region = square_region(img, 2 * s, cfg, rng)
     return np.stack(
         [region[:s, :s], region[:s, s:], region[s:, :s], region[s:, s:]],
     )
@@ -205,7 +274,7 @@ def load_image(
     source: ImageSource, cfg: PreprocessConfig, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """Decode and prepare in one call: what the scanner feeds the model."""
-    return prepare(open_rgb(source, decode_side(cfg)), cfg, rng)
+    return prepare(decode_for(source, cfg)[0], cfg, rng)
 
 
 def to_chw_batch(images: list[np.ndarray]) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dfscan.scanner.discovery import ROOT_GENERATOR, DiscoveryStats, Found
-from dfscan.scanner.errors import DataError
+from dfscan.scanner.errors import DataError, MissingExtra
 from dfscan.scanner.labels import label_of
 from dfscan.scanner.preprocess import has_image_extension
 
@@ -25,10 +25,19 @@ def is_uri(source: str) -> bool:
     return bool(_URI.match(source))
 
 
+def require(module: str) -> None:
+    """Raise MissingExtra with the install hint when ``module`` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(
+            f"--engine ray and URI sources need {module}, not installed",
+            hint='pip install "dfscan[ray]"',
+        )
+
+
 def filesystem(uri: str) -> tuple[Any, str]:
     """(fsspec filesystem, path inside it) for a URI; DataError when it cannot be used."""
-    from dfscan.scanner.engine_ray import require
-
     require("fsspec")
     import fsspec
 

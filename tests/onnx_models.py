@@ -14,6 +14,7 @@ import pytest
 
 from dfscan.scanner.model_meta import INPUT_NAME, OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta
 from dfscan.scanner.preprocess import PreprocessConfig
+from dfscan.scanner.spec import DetectorSpec, FrontendSpec, Threshold
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -23,13 +24,13 @@ IR_VERSION = 10  # read by onnxruntime >= 1.18
 
 
 def brightness_meta(size: int = 16, mode: str = "crop", threshold: float = 0.5) -> ModelMeta:
-    return ModelMeta(
+    spec = DetectorSpec(
         arch="brightness_test",
-        input="spatial",
+        frontend=FrontendSpec("spatial", 1, {"mean": [0.0] * 3, "std": [1.0] * 3}),
         preprocess=PreprocessConfig(size=size, mode=mode),  # type: ignore[arg-type]
-        classes=("real", "fake"),
-        threshold=threshold,
+        thresholds={"fp32": Threshold(threshold, "test")},
     )
+    return ModelMeta(spec=spec)
 
 
 def brightness_model(
@@ -40,6 +41,7 @@ def brightness_model(
     batch: int | str = "N",
     input_size: int | None = None,
     metadata: bool = True,
+    props: dict[str, str] | None = None,
 ) -> Path:
     """Write the brightness detector to ``path``; every knob makes one way a model can differ."""
     meta = meta or brightness_meta()
@@ -68,7 +70,7 @@ def brightness_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     if metadata:
-        helper.set_model_props(model, meta.to_props())
+        helper.set_model_props(model, meta.to_props() if props is None else props)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

@@ -83,7 +83,7 @@ def test_keep_last_and_fpr_rule_reach_the_checkpoint(tiny_dataset: Path, tmp_pat
     result = train(cfg)
     assert result.best_epoch == 3  # the last epoch, whatever the validation loss did
     ckpt = torch.load(tmp_path / "r" / "model.ckpt", weights_only=True)
-    assert ckpt["threshold_rule"] == "fpr0.1_on_val_reals"
+    assert ckpt["config"]["spec"]["thresholds"]["fp32"]["rule"] == "fpr0.1_on_val_reals"
     assert ckpt["train_config"]["keep"] == "last"
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["val"]["fpr_real"] <= 0.1

@@ -107,7 +107,7 @@ def _decoder_raising(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
     def explode(source, draft_side=None):
         raise exc
 
-    monkeypatch.setattr("dfscan.scanner.pipeline.decode_rgb", explode)
+    monkeypatch.setattr("dfscan.scanner.pipeline.decode_for", explode)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def ckpt(tmp_path_factory) -> str:
 
 
 def test_checkpoint_functions_take_str(ckpt: str):
-    assert read_checkpoint(ckpt)["config"]["arch"] == "efficientnet_lite0"
+    assert read_checkpoint(ckpt)["config"]["spec"]["arch"] == "efficientnet_lite0"
     loaded = load_checkpoint(ckpt)
     assert loaded.config.arch == "efficientnet_lite0"
 

@@ -43,9 +43,14 @@ def test_checkpoint_roundtrip_rebuilds_the_same_outputs(arch, tmp_path: Path):
     path = tmp_path / "m.ckpt"
     save_checkpoint(path, model, cfg, threshold=0.42, metrics={"val": {"ap": 0.9}})
     raw = torch.load(path, weights_only=True)  # no pickled code inside
-    assert raw["config"]["arch"] == arch and raw["threshold"] == 0.42
+    spec = raw["config"]["spec"]
+    assert spec["arch"] == arch and spec["thresholds"]["fp32"] == {
+        "value": 0.42,
+        "rule": "unrecorded",
+    }
     loaded = load_checkpoint(path)
-    assert loaded.config == cfg and loaded.model.trainable == ("layer4", "head")
+    assert loaded.config.spec == cfg.spec.with_threshold("fp32", 0.42, "unrecorded")
+    assert loaded.threshold == 0.42 and loaded.model.trainable == ("layer4", "head")
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(model(x), loaded.model(x))
@@ -64,8 +69,10 @@ def test_tiny_training_run(arch, variant, tiny_dataset: Path, tmp_path: Path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(float(r["train_loss"]) > 0 for r in rows)
     ckpt = torch.load(out / "model.ckpt", weights_only=True)
-    assert ckpt["config"]["input"] == variant and ckpt["config"]["preprocess"]["size"] == 32
-    assert 0.0 <= ckpt["threshold"] <= 1.0 and ckpt["threshold_rule"] == "eer_on_val"
+    spec = ckpt["config"]["spec"]
+    assert spec["frontend"]["variant"] == variant and spec["preprocess"]["size"] == 32
+    fp32 = spec["thresholds"]["fp32"]
+    assert 0.0 <= fp32["value"] <= 1.0 and fp32["rule"] == "eer_on_val"
     assert set(ckpt["metrics"]) == {"val", "test"}
     assert ckpt["data"]["generators"] == ["gan_a", "gan_b"]
     assert len(ckpt["data"]["split_hash"]) == 16 and ckpt["dfscan_version"]

@@ -7,7 +7,7 @@ pickled code runs on load. nanoGPT-style, the model is rebuilt from ``config``.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 from dfscan.scanner import __version__
 from dfscan.scanner.errors import ModelError
 from dfscan.scanner.preprocess import PreprocessConfig
+from dfscan.scanner.spec import UNCALIBRATED, DetectorSpec, Threshold, legacy_spec
 from dfscan.train.checkpoint_format import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -23,53 +24,64 @@ from dfscan.train.checkpoint_format import (
 )
 from dfscan.train.dataset_folder import CLASSES
 from dfscan.train.detector import Detector
-from dfscan.train.registry import create_model, get_spec
+from dfscan.train.frontend import FFT_LOG_STD, frontend_from_spec
+from dfscan.train.registry import create_model
 from dfscan.train.weights import safe_load
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What a detector is: enough to rebuild it and to feed it."""
+    """What a detector is (its :class:`DetectorSpec`) and which stages were trained."""
 
-    arch: str
-    input: str
-    preprocess: PreprocessConfig
+    spec: DetectorSpec
     train_layers: tuple[str, ...]
-    classes: tuple[str, ...] = CLASSES
-    mean: tuple[float, ...] = field(default=())
-    std: tuple[float, ...] = field(default=())
+
+    @property
+    def arch(self) -> str:
+        return self.spec.arch
+
+    @property
+    def input(self) -> str:
+        return self.spec.input
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.spec.preprocess
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["preprocess"] = self.preprocess.to_dict()
-        return d
+        return {"spec": self.spec.to_dict(), "train_layers": list(self.train_layers)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return cls(
-            arch=d["arch"],
-            input=d["input"],
-            preprocess=PreprocessConfig.from_dict(d["preprocess"]),
-            train_layers=tuple(d["train_layers"]),
-            classes=tuple(d["classes"]),
-            mean=tuple(d.get("mean", ())),
-            std=tuple(d.get("std", ())),
-        )
+    def from_dict(cls, d: dict[str, Any], source: str = "checkpoint") -> ModelConfig:
+        return cls(DetectorSpec.from_dict(d["spec"], source), tuple(d["train_layers"]))
 
     @classmethod
-    def for_model(cls, arch: str, input: str, preprocess: PreprocessConfig, model: Detector):
-        spec = get_spec(arch)
-        return cls(arch, input, preprocess, model.trainable, CLASSES, spec.mean, spec.std)
+    def for_model(
+        cls, arch: str, input: str, preprocess: PreprocessConfig, model: Detector
+    ) -> ModelConfig:
+        """The config of a freshly built model: its frontend's own constants, no thresholds."""
+        recipe = model.frontend.recipe()
+        if recipe.variant != input:
+            raise ModelError(f"the model's frontend is {recipe.variant}, not {input}")
+        return cls(DetectorSpec(arch, recipe, preprocess, CLASSES), model.trainable)
 
 
 def build_model(config: ModelConfig) -> Detector:
-    return create_model(
-        config.arch,
-        config.input,
+    """Rebuild the network from the spec: the registry gives the layers, the spec the maths."""
+    spec = config.spec
+    model = create_model(
+        spec.arch,
+        spec.input,  # type: ignore[arg-type]
         weights="none",
         train_layers=config.train_layers,
-        size=config.preprocess.size,
+        size=spec.preprocess.size,
     )
+    model.frontend = frontend_from_spec(spec.frontend, spec.preprocess.size)
+    return model
 
 
 def write_atomic(payload: dict[str, Any], path: str | Path) -> None:
@@ -80,13 +92,30 @@ def write_atomic(payload: dict[str, Any], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: str | Path, model: Detector, config: ModelConfig, **fields: Any) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: Detector,
+    config: ModelConfig,
+    threshold: float | None = None,
+    threshold_rule: str | None = None,
+    **fields: Any,
+) -> None:
+    """Write the weights with their spec; the fp32 ``threshold`` goes into the spec.
+
+    A checkpoint saved without one carries 0.5 under the rule ``uncalibrated_default``, so an
+    export of it says that no data chose its threshold.
+    """
+    spec = config.spec.with_threshold(
+        "fp32",
+        0.5 if threshold is None else float(threshold),
+        UNCALIBRATED if threshold is None else (threshold_rule or "unrecorded"),
+    )
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "dfscan_version": __version__,
         "torch_version": str(torch.__version__),
-        "config": config.to_dict(),
+        "config": replace(config, spec=spec).to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **fields,
     }
@@ -100,22 +129,63 @@ class LoadedCheckpoint:
     data: dict[str, Any]
 
     @property
+    def spec(self) -> DetectorSpec:
+        return self.config.spec
+
+    @property
     def threshold(self) -> float:
-        return float(self.data.get("threshold", 0.5))
+        return self.spec.threshold("fp32").value
+
+    @property
+    def threshold_rule(self) -> str:
+        return self.spec.threshold("fp32").rule
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, a format-1 one brought to the current format (or refused)."""
     data = safe_load(path, "checkpoint")
     if not is_dfscan_checkpoint(data):
         raise ModelError(f"{path} is not a dfscan checkpoint", hint="train one with dfscan train")
-    if data.get("format_version", 0) > CHECKPOINT_VERSION:
+    version = data.get("format_version", 0)
+    if version > CHECKPOINT_VERSION:
         raise ModelError(f"{path} was written by a newer dfscan ({data.get('dfscan_version')})")
+    if version < CHECKPOINT_VERSION:
+        data = _upgrade_v1(data, str(path))
     return data
+
+
+def _upgrade_v1(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Format 1 kept the config flat and the threshold beside it; mean/std may be missing."""
+    old = data["config"]
+    variant = old["input"]
+    if variant == "fft":
+        constants: dict[str, Any] = {"log_std": FFT_LOG_STD}  # recipe 1's, unchanged since
+    elif old.get("mean") and old.get("std"):
+        constants = {"mean": list(old["mean"]), "std": list(old["std"])}
+    else:
+        raise ModelError(
+            f"{source} is a format-1 checkpoint without its normalisation (mean/std)",
+            hint="retrain it with this dfscan",
+        )
+    size, mode = int(old["preprocess"]["size"]), old["preprocess"]["mode"]
+    threshold = data.pop("threshold", None)
+    rule = data.pop("threshold_rule", None) or ("unrecorded" if threshold else UNCALIBRATED)
+    spec = legacy_spec(
+        old["arch"],
+        variant,
+        PreprocessConfig(size=size, mode=mode),
+        tuple(old.get("classes") or CLASSES),
+        constants,
+        {"fp32": Threshold(0.5 if threshold is None else float(threshold), rule)},
+        source,
+    )
+    config = ModelConfig(spec, tuple(old["train_layers"]))
+    return {**data, "format_version": CHECKPOINT_VERSION, "config": config.to_dict()}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     data = read_checkpoint(path)
-    config = ModelConfig.from_dict(data["config"])
+    config = ModelConfig.from_dict(data["config"], str(path))
     model = build_model(config)
     model.load_state_dict(data["state_dict"])
     model.to(device).eval()

@@ -13,9 +13,8 @@ from torch.utils.data import Dataset
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.preprocess import (
     PreprocessConfig,
-    decode_side,
+    decode_for,
     four_patches,
-    open_rgb,
     prepare,
 )
 from dfscan.train.augment import AugmentConfig, augment, augment_source
@@ -68,7 +67,7 @@ class ImageDataset(Dataset):
         aug = self.augmentation
         four = aug is not None and aug.four_patch
         try:
-            img = open_rgb(self.root / sample.path, decode_side(self.preprocess, 2 if four else 1))
+            img, _ = decode_for(self.root / sample.path, self.preprocess, 2 if four else 1)
         except DataError:
             empty = torch.empty((0, 3, size, size), dtype=torch.uint8)
             return {

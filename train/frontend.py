@@ -21,6 +21,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dfscan.scanner.errors import ModelError
+from dfscan.scanner.spec import FRONTEND_VERSIONS, FrontendSpec
+
 FFTImpl = Literal["torch", "matmul"]
 
 FFT_LOG_STD = 1.9  # std of the compressed spectrum of natural photos (see module docstring)
@@ -76,11 +79,15 @@ class SpatialFrontend(nn.Module):
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
+        self.constants = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return (to_unit_float(x) - self.mean) / self.std
+
+    def recipe(self) -> FrontendSpec:
+        return FrontendSpec("spatial", FRONTEND_VERSIONS["spatial"], dict(self.constants))
 
 
 class FFTFrontend(nn.Module):
@@ -91,10 +98,11 @@ class FFTFrontend(nn.Module):
     slowly and only on CPU). Both compute the same function; switch with :meth:`use_impl`.
     """
 
-    def __init__(self, size: int, impl: FFTImpl = "torch") -> None:
+    def __init__(self, size: int, impl: FFTImpl = "torch", log_std: float = FFT_LOG_STD) -> None:
         super().__init__()
         self.size = size
         self.impl: FFTImpl = impl
+        self.log_std = float(log_std)
         cos, sin = dft_bases(size)
         scale = spectrum_scale(size, size)
         # the scale is folded into the left bases: the exported graph has no extra Mul
@@ -117,4 +125,27 @@ class FFTFrontend(nn.Module):
         return real_dft2_matmul(x, self.cos_left, self.sin_left, self.cos, self.sin)
 
     def forward(self, x: Tensor) -> Tensor:
-        return signed_log1p(self.spectrum(x)) / FFT_LOG_STD
+        return signed_log1p(self.spectrum(x)) / self.log_std
+
+    def recipe(self) -> FrontendSpec:
+        return FrontendSpec("fft", FRONTEND_VERSIONS["fft"], {"log_std": self.log_std})
+
+
+def frontend_from_spec(spec: FrontendSpec, size: int) -> SpatialFrontend | FFTFrontend:
+    """The frontend an artifact describes, from its own constants (never the registry's).
+
+    Recipe 1 of both variants is the maths of this module; a spec that names another version
+    or lacks a constant is refused rather than run with today's defaults.
+    """
+    known = FRONTEND_VERSIONS.get(spec.variant)
+    if known is None or spec.version != known:
+        raise ModelError(
+            f"frontend {spec.variant!r} recipe {spec.version} is not one this dfscan can build"
+        )
+    try:
+        if spec.variant == "fft":
+            return FFTFrontend(size, log_std=float(spec.constants["log_std"]))
+        mean, std = spec.constants["mean"], spec.constants["std"]
+        return SpatialFrontend(tuple(map(float, mean)), tuple(map(float, std)))
+    except KeyError as exc:
+        raise ModelError(f"the {spec.variant} frontend spec lacks {exc.args[0]!r}") from None
