@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.labels import CLASSES
 from dfscan.scanner.preprocess import PreprocessConfig
-from dfscan.scanner.spec import DetectorSpec, Threshold, legacy_spec
+from dfscan.scanner.spec import DetectorSpec, SpecView, Threshold, legacy_spec
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -46,7 +46,7 @@ _JSON_FIELDS = ("training", "metrics", "versions", "export")
 
 
 @dataclass(frozen=True)
-class ModelMeta:
+class ModelMeta(SpecView):
     """Everything the scanner needs besides the graph: the spec, and what made the file."""
 
     spec: DetectorSpec
@@ -56,26 +56,6 @@ class ModelMeta:
     versions: dict[str, str] = field(default_factory=dict)  # dfscan/torch/onnx at export
     export: dict[str, Any] = field(default_factory=dict)  # input dtype, opset, int8 settings
     format_version: int = ONNX_FORMAT_VERSION
-
-    @property
-    def arch(self) -> str:
-        return self.spec.arch
-
-    @property
-    def input(self) -> str:
-        return self.spec.input
-
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        return self.spec.preprocess
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.spec.classes
-
-    @property
-    def size(self) -> int:
-        return self.preprocess.size
 
     @property
     def threshold(self) -> float:

@@ -175,6 +175,33 @@ class DetectorSpec:
             raise ModelError(f"{source}: a detector has two classes, this spec has {self.classes}")
 
 
+class SpecView:
+    """What a record with a ``spec`` (a checkpoint's config, an ONNX file's metadata) reads
+    through to it: one definition of each, so neither side keeps a copy."""
+
+    spec: DetectorSpec
+
+    @property
+    def arch(self) -> str:
+        return self.spec.arch
+
+    @property
+    def input(self) -> str:
+        return self.spec.input
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self.spec.preprocess
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    @property
+    def size(self) -> int:
+        return self.spec.preprocess.size
+
+
 def legacy_spec(
     arch: str,
     variant: str,

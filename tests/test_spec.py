@@ -254,3 +254,16 @@ def test_an_onnx_file_without_the_threshold_of_its_precision_is_refused():
     props = meta.to_props() | {"dfscan.precision": "int8"}
     with pytest.raises(ModelError, match="no int8 threshold"):
         ModelMeta.from_props(props)
+
+
+def test_the_exported_graph_carries_the_checkpoints_spec(tmp_path: Path):
+    from dfscan.export.exporter import export_checkpoint
+
+    path, _ = _saved(tmp_path / "m.ckpt", "fft")
+    result = export_checkpoint(path, tmp_path / "m.onnx", precision="fp16")
+    spec = load_checkpoint(path).spec
+    read = read_model_meta(tmp_path / "m.onnx")
+    assert read.spec.frontend == spec.frontend and read.spec.preprocess == spec.preprocess
+    assert read.spec.thresholds["fp32"] == spec.thresholds["fp32"]
+    assert read.precision == "fp16" and read.threshold == spec.threshold("fp32").value
+    assert read.spec == result.meta.spec  # what the exporter reported is what the file says

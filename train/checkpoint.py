@@ -16,7 +16,7 @@ import torch
 from dfscan.scanner import __version__
 from dfscan.scanner.errors import ModelError
 from dfscan.scanner.preprocess import PreprocessConfig
-from dfscan.scanner.spec import UNCALIBRATED, DetectorSpec, Threshold, legacy_spec
+from dfscan.scanner.spec import UNCALIBRATED, DetectorSpec, SpecView, Threshold, legacy_spec
 from dfscan.train.checkpoint_format import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -30,27 +30,11 @@ from dfscan.train.weights import safe_load
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SpecView):
     """What a detector is (its :class:`DetectorSpec`) and which stages were trained."""
 
     spec: DetectorSpec
     train_layers: tuple[str, ...]
-
-    @property
-    def arch(self) -> str:
-        return self.spec.arch
-
-    @property
-    def input(self) -> str:
-        return self.spec.input
-
-    @property
-    def preprocess(self) -> PreprocessConfig:
-        return self.spec.preprocess
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.spec.classes
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec.to_dict(), "train_layers": list(self.train_layers)}
