@@ -1,5 +1,8 @@
-"""``python -m dfscan.scanner``: the dfscan CLI without the console script (used by bench)."""
+"""``python -m dfscan.scanner``: the dfscan CLI without the console script (used by bench).
+
+Guarded, so that importing the module (``pkgutil.walk_packages``, doc tools) runs nothing."""
 
 from dfscan.scanner.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

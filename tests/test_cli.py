@@ -34,6 +34,17 @@ def test_scanner_cli_does_not_import_torch():
     assert out.stdout.strip() == "False False"
 
 
+def test_importing_main_module_runs_nothing():
+    """``pkgutil.walk_packages`` and doc tools import every module: ``__main__`` must not run
+    the CLI then, only under ``python -m``."""
+    code = "import dfscan.scanner.__main__; print('imported')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "imported\n", "")
+    version = [sys.executable, "-m", "dfscan.scanner", "--version"]
+    out = subprocess.run(version, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("dfscan ")
+
+
 TRAIN = ("--weights", "none", "--size", "32", "--epochs", "1", "--max-steps", "1", "--workers", "0")
 
 
