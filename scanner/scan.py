@@ -99,6 +99,7 @@ class ScanResult:
     animated: int = 0  # animated GIF/WebP of which the first frame was scanned
     ignored: int = 0  # files without an image extension
     unlisted: list[tuple[str, str]] = field(default_factory=list)  # folders not listable
+    duplicates: int = 0  # files met again through a link or another root: scanned once
     elapsed_s: float = 0.0
     reports: list[Path] = field(default_factory=list)
     html: Path | None = None
@@ -124,6 +125,7 @@ class ScanResult:
             "animated_first_frame": self.animated,
             "ignored_non_images": self.ignored,
             "unlisted_folders": [{"folder": f, "reason": r} for f, r in self.unlisted],
+            "duplicates_skipped": self.duplicates,
             "elapsed_s": round(self.elapsed_s, 3),
             "images_per_s": None if self.rate is None else round(self.rate, 2),
             "reports": [str(p) for p in self.reports],
@@ -348,6 +350,7 @@ def _scan(
         reports.close()
         result.elapsed_s = time.perf_counter() - start
         result.ignored, result.unlisted = plan.stats.ignored, plan.stats.unlisted
+        result.duplicates = plan.stats.duplicates
     if page is not None and options.html is not None:
         result.html = write_html(page, _run_info(page, result), options.html)
     return result
@@ -402,4 +405,6 @@ def _run_info(page: ReportCollector, result: ScanResult) -> RunInfo:
         ("rate", "–" if result.rate is None else f"{result.rate:.1f} images/s"),
         ("reports", ", ".join(map(str, result.reports)) or "–"),
     ]
+    if result.duplicates:
+        run.facts.append(("duplicate files skipped", str(result.duplicates)))
     return run

@@ -23,7 +23,7 @@ from dfscan.scanner.labels import REAL
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from dfscan.scanner.scan import ScanResult
+    from dfscan.scanner.scan import ScanOptions, ScanResult
 
 EXIT_FAKE_FOUND = 1
 EXIT_INTERRUPTED = 130
@@ -158,22 +158,33 @@ def plain_table(header: list[str], rows: list[list[str]], total: list[str]) -> s
     return "\n".join([line(header), rule, *(line(r) for r in rows), rule, line(total)])
 
 
-def print_summary(result: ScanResult) -> None:
-    header, rows, total = summary_rows(result)
+def summary_notes(result: ScanResult) -> list[str]:
+    """The lines under the table: the false-positive rate on real, what files declare, and
+    how many duplicate files were skipped (only those that apply)."""
     fpr = result.tallies.false_positive_rate()
     real = result.tallies.by_generator.get(REAL)
-    fpr_line = (
-        f"false-positive rate on real: {pct(fpr)} ({real.flagged} of {real.images})"
-        if fpr is not None and real is not None
-        else None
-    )
+    lines = []
+    if fpr is not None and real is not None:
+        lines.append(f"false-positive rate on real: {pct(fpr)} ({real.flagged} of {real.images})")
+    declared = result.tallies.declared_line()
+    if declared:
+        lines.append(declared)
+    if result.duplicates:
+        lines.append(
+            f"skipped {_n(result.duplicates, 'duplicate')}: files reached again through a "
+            "link or another scanned folder are scanned once"
+        )
+    return lines
+
+
+def print_summary(result: ScanResult) -> None:
+    header, rows, total = summary_rows(result)
     title = f"{result.model.name} · threshold {result.threshold:g}"
     if not console.is_terminal:
         console.print(title, highlight=False, soft_wrap=True)
         console.print(plain_table(header, rows, total), highlight=False, soft_wrap=True)
-        for line in (fpr_line, result.tallies.declared_line()):
-            if line:
-                console.print(line, highlight=False, soft_wrap=True)
+        for line in summary_notes(result):
+            console.print(line, highlight=False, soft_wrap=True)
         return
     from rich.table import Table
 
@@ -185,9 +196,8 @@ def print_summary(result: ScanResult) -> None:
     table.add_section()
     table.add_row(*total, style="bold")
     console.print(table)
-    for line in (fpr_line, result.tallies.declared_line()):
-        if line:
-            console.print(line, highlight=False)
+    for line in summary_notes(result):
+        console.print(line, highlight=False)
 
 
 def _notes(result: ScanResult, quiet: bool) -> None:
@@ -218,109 +228,123 @@ def _notes(result: ScanResult, quiet: bool) -> None:
     )
 
 
+# The options of ``dfscan scan``, declared once here so the command's signature stays short.
+FoldersArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Folders to scan (recursively); the first-level subfolder of a file is its "
+        "generator. Files may be given too, and fsspec URIs (s3://bucket/prefix) with the "
+        "Ray engine.",
+        show_default=False,
+    ),
+]
+ModelOpt = Annotated[
+    Path, typer.Option("--model", "-m", help="A .onnx detector written by dfscan export.")
+]
+CsvOpt = Annotated[
+    Path | None, typer.Option("--csv", help="Write one row per file to this CSV (flushed).")
+]
+JsonlOpt = Annotated[
+    Path | None, typer.Option("--jsonl", help="Write one JSON object per file to this file.")
+]
+SummaryJsonOpt = Annotated[
+    Path | None,
+    typer.Option("--summary-json", help="Write the summary as JSON to this file ('-': to stdout)."),
+]
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option("--html", help="Write a self-contained HTML page of the scan here at the end."),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Flag as fake when p_fake ≥ this. Default: the model's calibrated one.",
+    ),
+]
+DeviceOpt = Annotated[
+    DeviceChoice, typer.Option(help="auto: CUDA when it works, else CPU (with a warning).")
+]
+BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Images per inference batch.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Decoding threads (0: decode inline; default one per core); with --engine ray "
+        "the number of actors (default: the cluster's CPUs / --cpus-per-worker).",
+    ),
+]
+EngineOpt = Annotated[
+    EngineChoice,
+    typer.Option(help="local threads, or Ray Data actors; auto: ray for URI sources."),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(help="--engine ray: 'auto' or ray://HOST:PORT (default: start a local Ray)."),
+]
+CpusPerWorkerOpt = Annotated[
+    float, typer.Option(min=0.1, help="--engine ray: CPUs per actor (its ORT threads).")
+]
+GpusPerWorkerOpt = Annotated[
+    float, typer.Option(min=0.0, help="--engine ray: GPUs per actor (> 0: CUDA provider).")
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the scan in the existing --csv/--jsonl.")
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing --csv/--jsonl files.")
+]
+NoProvenanceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-provenance",
+        help="Do not read what files declare about their origin (C2PA, XMP, PNG text, EXIF).",
+    ),
+]
+RetryErrorsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retry-errors", help="With --resume: scan again the files whose rows have an error."
+    ),
+]
+FailOnFakeOpt = Annotated[
+    bool,
+    typer.Option("--fail-on-fake", help=f"Exit {EXIT_FAKE_FOUND} if an image is flagged fake."),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar and no notes on stderr.")
+]
+
+
 @report_errors
 def scan(
-    folders: Annotated[
-        list[str],
-        typer.Argument(
-            help="Folders to scan (recursively); the first-level subfolder of a file is its "
-            "generator. Files may be given too, and fsspec URIs (s3://bucket/prefix) with the "
-            "Ray engine.",
-            show_default=False,
-        ),
-    ],
-    model: Annotated[
-        Path, typer.Option("--model", "-m", help="A .onnx detector written by dfscan export.")
-    ],
-    csv: Annotated[
-        Path | None, typer.Option("--csv", help="Write one row per file to this CSV (flushed).")
-    ] = None,
-    jsonl: Annotated[
-        Path | None, typer.Option("--jsonl", help="Write one JSON object per file to this file.")
-    ] = None,
-    summary_json: Annotated[
-        Path | None,
-        typer.Option(
-            "--summary-json", help="Write the summary as JSON to this file ('-': to stdout)."
-        ),
-    ] = None,
-    html: Annotated[
-        Path | None,
-        typer.Option(
-            "--html", help="Write a self-contained HTML page of the scan here at the end."
-        ),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Flag as fake when p_fake ≥ this. Default: the model's calibrated one.",
-        ),
-    ] = None,
-    device: Annotated[
-        DeviceChoice,
-        typer.Option(help="auto: CUDA when it works, else CPU (with a warning)."),
-    ] = DeviceChoice.auto,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 32,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Decoding threads (0: decode inline; default one per core); with --engine ray "
-            "the number of actors (default: the cluster's CPUs / --cpus-per-worker).",
-        ),
-    ] = None,
-    engine: Annotated[
-        EngineChoice,
-        typer.Option(help="local threads, or Ray Data actors; auto: ray for URI sources."),
-    ] = EngineChoice.auto,
-    address: Annotated[
-        str | None,
-        typer.Option(help="--engine ray: 'auto' or ray://HOST:PORT (default: start a local Ray)."),
-    ] = None,
-    cpus_per_worker: Annotated[
-        float, typer.Option(min=0.1, help="--engine ray: CPUs per actor (its ORT threads).")
-    ] = 1.0,
-    gpus_per_worker: Annotated[
-        float, typer.Option(min=0.0, help="--engine ray: GPUs per actor (> 0: CUDA provider).")
-    ] = 0.0,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue the scan in the existing --csv/--jsonl."),
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing --csv/--jsonl files.")
-    ] = False,
-    no_provenance: Annotated[
-        bool,
-        typer.Option(
-            "--no-provenance",
-            help="Do not read what files declare about their origin (C2PA, XMP, PNG text, EXIF).",
-        ),
-    ] = False,
-    retry_errors: Annotated[
-        bool,
-        typer.Option(
-            "--retry-errors", help="With --resume: scan again the files whose rows have an error."
-        ),
-    ] = False,
-    fail_on_fake: Annotated[
-        bool,
-        typer.Option("--fail-on-fake", help=f"Exit {EXIT_FAKE_FOUND} if an image is flagged fake."),
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no notes on stderr.")
-    ] = False,
+    folders: FoldersArg,
+    model: ModelOpt,
+    csv: CsvOpt = None,
+    jsonl: JsonlOpt = None,
+    summary_json: SummaryJsonOpt = None,
+    html: HtmlOpt = None,
+    threshold: ThresholdOpt = None,
+    device: DeviceOpt = DeviceChoice.auto,
+    batch_size: BatchSizeOpt = 32,
+    workers: WorkersOpt = None,
+    engine: EngineOpt = EngineChoice.auto,
+    address: AddressOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = 1.0,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    no_provenance: NoProvenanceOpt = False,
+    retry_errors: RetryErrorsOpt = False,
+    fail_on_fake: FailOnFakeOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Scan folders of images and report which look generated (see SCAN_HELP)."""
     from dfscan.scanner.engine_ray import RayOptions
-    from dfscan.scanner.scan import ScanOptions, run_scan
+    from dfscan.scanner.scan import ScanOptions
 
-    if resume and overwrite:
-        raise typer.BadParameter("choose one of --resume and --overwrite")
-    if retry_errors and not resume:
-        raise typer.BadParameter("--retry-errors continues a report: pass it with --resume")
+    _check_report_flags(resume, overwrite, retry_errors)
     options = ScanOptions(
         folders=folders,
         model=model,
@@ -342,15 +366,38 @@ def scan(
             gpus_per_worker=gpus_per_worker,
         ),
     )
+    result = _run_with_bar(options, quiet)
+    if summary_json is not None:
+        write_summary_json(result, summary_json)
+    if summary_json is None or str(summary_json) != "-":
+        print_summary(result)
+    _notes(result, quiet)
+    if fail_on_fake and result.any_fake():
+        raise typer.Exit(EXIT_FAKE_FOUND)
 
-    def warn(message: str) -> None:
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+def _check_report_flags(resume: bool, overwrite: bool, retry_errors: bool) -> None:
+    """The flag combinations that cannot mean anything, refused before a model is loaded."""
+    if resume and overwrite:
+        raise typer.BadParameter("choose one of --resume and --overwrite")
+    if retry_errors and not resume:
+        raise typer.BadParameter("--retry-errors continues a report: pass it with --resume")
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def _run_with_bar(options: ScanOptions, quiet: bool) -> ScanResult:
+    """Run the scan under a progress bar (none with --quiet); Ctrl-C exits 130 and says where
+    the rows so far are, for --resume."""
+    from dfscan.scanner.scan import run_scan
 
     bar = None if quiet else _Bar(_progress())
     try:
-        result = run_scan(options, bar, notify=warn)
+        return run_scan(options, bar, notify=_warn)
     except KeyboardInterrupt:
-        written = [p for p in (csv, jsonl) if p is not None]
+        written = [p for p in (options.csv, options.jsonl) if p is not None]
         where = f"; rows so far are in {', '.join(map(str, written))}" if written else ""
         err_console.print(f"[yellow]interrupted[/]{where} (continue with --resume)")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -358,15 +405,12 @@ def scan(
         if bar is not None:
             bar.stop()
 
-    if summary_json is not None:
-        text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
-        if str(summary_json) == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            summary_json.parent.mkdir(parents=True, exist_ok=True)
-            summary_json.write_text(text + "\n", encoding="utf-8")
-    if summary_json is None or str(summary_json) != "-":
-        print_summary(result)
-    _notes(result, quiet)
-    if fail_on_fake and result.any_fake():
-        raise typer.Exit(EXIT_FAKE_FOUND)
+
+def write_summary_json(result: ScanResult, target: Path) -> None:
+    """The summary as JSON to ``target``, or to stdout when it is ``-``."""
+    text = json.dumps(result.to_dict(), indent=2, ensure_ascii=False)
+    if str(target) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text + "\n", encoding="utf-8")

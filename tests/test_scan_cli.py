@@ -76,6 +76,25 @@ def test_summary_json(tmp_path: Path, brightness_onnx: Path):
     assert json.loads(path.read_text())["threshold"] == 0.5
 
 
+def test_summary_counts_the_duplicate_files_skipped(tmp_path: Path, brightness_onnx: Path):
+    data = tmp_path / "data"
+    write_image(data / "real" / "a.png", grey(10))
+    write_image(data / "real" / "b.png", grey(20))
+    (data / "gan").mkdir()
+    (data / "gan" / "link.png").symlink_to(data / "real" / "a.png")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "same").symlink_to(data / "real")  # a second root, the same files
+    html = tmp_path / "scan.html"
+    result = scan(data, tmp_path / "other", "-m", brightness_onnx, "--html", html, "-q")
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 duplicates: files reached again through a link" in result.stdout
+    assert "duplicate files skipped" in html.read_text()
+    summary = json.loads(scan(data, "-m", brightness_onnx, "--summary-json", "-", "-q").stdout)
+    assert summary["duplicates_skipped"] == 1 and summary["files_scanned"] == 2
+    once = scan(data / "real", "-m", brightness_onnx, "-q")
+    assert once.exit_code == 0 and "duplicate" not in once.stdout
+
+
 def test_threshold_and_fail_on_fake(tmp_path: Path, brightness_onnx: Path):
     data = labelled_folder(tmp_path / "data")
     assert scan(data, "-m", brightness_onnx, "--fail-on-fake", "-q").exit_code == 1
