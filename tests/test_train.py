@@ -1,11 +1,13 @@
 """Tiny end-to-end runs on CPU: train → checkpoint → resume → evaluate."""
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from dfscan.scanner.preprocess import PreprocessConfig
 from dfscan.train.augment import AugmentConfig
@@ -98,6 +100,18 @@ def test_resume_continues_the_history(tiny_dataset: Path, tmp_path: Path):
     assert resumed["epoch"] == 2
     assert torch.all(resumed["state_dict"][stem] == 0.125)  # started from last.ckpt
     assert any(not torch.equal(resumed["state_dict"][k], v) for k, v in trainable.items())
+
+
+def test_training_warns_about_duplicate_files(tiny_dataset: Path, tmp_path: Path):
+    (tiny_dataset / "gan_a" / "again.png").symlink_to(tiny_dataset / "real" / "r000.png")
+    (tiny_dataset / "gan_b" / "[copy].png").symlink_to(tiny_dataset / "real" / "r001.png")
+    log = Console(file=io.StringIO(), width=200)
+    train(tiny_config(tiny_dataset, tmp_path / "run"), log)
+    warnings = [line for line in log.file.getvalue().splitlines() if "duplicate" in line]
+    assert warnings == [
+        "warning: skipped 2 duplicate files, the same file under another path (a link): "
+        "e.g. gan_a/again.png is real/r000.png"
+    ]
 
 
 def test_split_file_is_reused(tiny_dataset: Path, tmp_path: Path):

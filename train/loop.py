@@ -6,13 +6,15 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader
@@ -76,6 +78,8 @@ class SplitData:
     assignment: dict[str, str]
     unreadable: list[tuple[str, str]]
     hash: str
+    # (relative path, the path kept) of files reached twice; empty when read from a split file
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     def subset(self, split: str) -> list[Sample]:
         return [s for s in self.samples if self.assignment[s.path] == split]
@@ -112,7 +116,9 @@ def prepare_split(root: Path, split_file: Path | None, seed: int) -> SplitData:
     scan = scan_dataset(root)
     assignment = make_split(scan.samples, seed)
     check_split(scan.samples, assignment)
-    return SplitData(root, scan.samples, assignment, scan.unreadable, split_hash(assignment))
+    return SplitData(
+        root, scan.samples, assignment, scan.unreadable, split_hash(assignment), scan.duplicates
+    )
 
 
 def warn_unreadable(console: Console, unreadable: list[tuple[str, str]], limit: int = 10) -> None:
@@ -123,6 +129,20 @@ def warn_unreadable(console: Console, unreadable: list[tuple[str, str]], limit: 
         console.print(f"  {path}: {reason}", markup=False, highlight=False)
     if len(unreadable) > limit:
         console.print(f"  … and {len(unreadable) - limit} more")
+
+
+def warn_duplicates(console: Console, duplicates: list[tuple[str, str]]) -> None:
+    """One line: files reached twice (a symbolic or hard link) are one sample each, so the
+    dataset is smaller than its listing; the example says which path was kept."""
+    if not duplicates:
+        return
+    path, kept = duplicates[0]
+    files = f"{len(duplicates)} duplicate file" + ("s" if len(duplicates) != 1 else "")
+    console.print(
+        f"[yellow]warning:[/] skipped {files}, the same file under another path (a link): "
+        f"e.g. {escape(path)} is {escape(kept)}",
+        highlight=False,
+    )
 
 
 def make_loader(
@@ -190,48 +210,39 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
+@dataclass
+class _Progress:
+    """Where a run stands between epochs: carried over from last.ckpt when resuming."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    start: int = 0  # epochs already done
+
+
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Fine-tune on ``cfg.data``; each epoch goes to last.ckpt (to resume), the best by
+    validation loss (or the last, ``keep``) to model.ckpt, which is then scored on test."""
     console = console or Console(stderr=True)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)  # before anything is written
-    out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    cfg.out.mkdir(parents=True, exist_ok=True)
     resume_state = _resume_state(cfg) if cfg.resume else None
-    split_file = out / "split.csv" if resume_state else cfg.split
-    data = prepare_split(cfg.data, split_file, cfg.seed)
-    warn_unreadable(console, data.unreadable)
-    if split_file is None or split_file.resolve() != (out / "split.csv").resolve():
-        write_split(out / "split.csv", data.samples, data.assignment)
+    data = _split_for_run(cfg, resumed=resume_state is not None, console=console)
 
     preprocess = PreprocessConfig(size=cfg.size, mode=cfg.preprocess)  # type: ignore[arg-type]
     model = create_model(cfg.arch, cfg.input, cfg.weights, cfg.train_layers, cfg.size)  # type: ignore[arg-type]
     model_config = ModelConfig.for_model(cfg.arch, cfg.input, preprocess, model)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = (
-        torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.weight_decay > 0
-        else torch.optim.Adam(params, lr=cfg.lr)
-    )
-    loss_fn = nn.CrossEntropyLoss()
-
+    optimizer = _optimizer(params, cfg)
     train_samples = data.subset("train") + _synthetic_fakes(cfg, data, console)
     train_set = ImageDataset(cfg.data, train_samples, preprocess, cfg.augment, cfg.seed)
-    val_samples = data.subset("val")
-    val_set = ImageDataset(cfg.data, val_samples, preprocess, None, cfg.seed)
-    train_loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)
-    val_loader = make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed)
-
-    history: list[dict[str, Any]] = []
-    best_loss, best_epoch, start = math.inf, 0, 0
+    val_set = ImageDataset(cfg.data, data.subset("val"), preprocess, None, cfg.seed)
+    progress = _Progress()
     if resume_state is not None:
-        model.load_state_dict(resume_state["state_dict"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        history = list(resume_state["history"])
-        best_loss, best_epoch = resume_state["best_val_loss"], resume_state["best_epoch"]
-        start = int(resume_state["epoch"])
-        console.print(f"resuming after epoch {start} of {cfg.epochs}")
-
+        progress = _restore(resume_state, model, optimizer)
+        console.print(f"resuming after epoch {progress.start} of {cfg.epochs}")
     n_params = sum(p.numel() for p in params)
     console.print(
         f"[bold]{cfg.arch}[/] {cfg.input} {preprocess.mode} {cfg.size}² on {device}: "
@@ -246,41 +257,99 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         data=data.summary(),
         train_config=cfg.to_dict(),
     )
-    for epoch in range(start, cfg.epochs):
+    _fit(cfg, model, optimizer, train_set, val_set, device, progress, save, console)
+    return _finish(
+        cfg, cfg.out, data, preprocess, device, progress.history, progress.best_epoch, console
+    )
+
+
+def _split_for_run(cfg: TrainConfig, resumed: bool, console: Console) -> SplitData:
+    """The run's split: its own split.csv when resuming, else ``cfg.split`` or a new one,
+    written to split.csv (unless it is that file already)."""
+    own = cfg.out / "split.csv"
+    split_file = own if resumed else cfg.split
+    data = prepare_split(cfg.data, split_file, cfg.seed)
+    warn_unreadable(console, data.unreadable)
+    warn_duplicates(console, data.duplicates)
+    if split_file is None or split_file.resolve() != own.resolve():
+        write_split(own, data.samples, data.assignment)
+    return data
+
+
+def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW when there is weight decay, else plain Adam."""
+    if cfg.weight_decay > 0:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def _restore(
+    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
+) -> _Progress:
+    """Load last.ckpt's weights and optimizer state; where the run stood."""
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    return _Progress(
+        history=list(state["history"]),
+        best_loss=state["best_val_loss"],
+        best_epoch=state["best_epoch"],
+        start=int(state["epoch"]),
+    )
+
+
+def _fit(
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: ImageDataset,
+    val_set: ImageDataset,
+    device: torch.device,
+    progress: _Progress,
+    save: Callable[..., None],
+    console: Console,
+) -> None:
+    """The epochs left: train, validate and calibrate, write history.csv, model.ckpt when the
+    epoch is kept and last.ckpt every time."""
+    out, loss_fn = cfg.out, nn.CrossEntropyLoss()
+    train_loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)
+    val_loader = make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed)
+    for epoch in range(progress.start, cfg.epochs):
         row = _train_epoch(model, train_loader, optimizer, loss_fn, device, epoch, cfg, console)
         val = predict(model, val_loader, device)
-        threshold, val_metrics = calibrate(val, val_samples, cfg.target_fpr)
+        threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr)
         row |= {
             "val_loss": val.loss,
             "val_acc": val_metrics["accuracy"],
             "val_auc": val_metrics["roc_auc"],
             "lr": optimizer.param_groups[0]["lr"],
         }
-        history.append(row)
-        write_history(out, history)
+        progress.history.append(row)
+        write_history(out, progress.history)
         state = {"threshold": threshold, "metrics": {"val": val_metrics}, "epoch": epoch + 1}
         # a validation split of a few dozen images is a noisy judge: "last" trusts the schedule
-        if val.loss < best_loss or cfg.keep == "last":
-            best_loss, best_epoch = min(best_loss, val.loss), epoch + 1
+        if val.loss < progress.best_loss or cfg.keep == "last":
+            progress.best_loss, progress.best_epoch = min(progress.best_loss, val.loss), epoch + 1
             save(out / "model.ckpt", model, **state)
-        auc = num(row["val_auc"], NA)
-        console.print(
-            f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_acc']:.3f}  val loss {val.loss:.4f} acc {row['val_acc']:.3f} "
-            f"auc {auc}  {row['step_seconds']:.2f} s/step "
-            f"(data wait {row['data_wait_seconds']:.2f})"
-            + ("  [green]best[/]" if best_epoch == epoch + 1 else "")
-        )
+        console.print(_epoch_line(row, cfg.epochs, best=progress.best_epoch == epoch + 1))
         save(
             out / "last.ckpt",
             model,
             **state,
             optimizer=optimizer.state_dict(),
-            history=history,
-            best_val_loss=best_loss,
-            best_epoch=best_epoch,
+            history=progress.history,
+            best_val_loss=progress.best_loss,
+            best_epoch=progress.best_epoch,
         )
-    return _finish(cfg, out, data, preprocess, device, history, best_epoch, console)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
+    """The log line of one epoch, from its history row."""
+    return (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.3f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
+        f"auc {num(row['val_auc'], NA)}  {row['step_seconds']:.2f} s/step "
+        f"(data wait {row['data_wait_seconds']:.2f})" + ("  [green]best[/]" if best else "")
+    )
 
 
 def _synthetic_fakes(cfg: TrainConfig, data: SplitData, console: Console) -> list[Sample]:
