@@ -120,12 +120,40 @@ def open_reports(
     present = _present(kinds)
     if existing != "resume" or not present:
         return OpenedReports([kind(path) for path, kind in kinds])
+    found = _read_present(present, threshold, model_sha256, on_resumed_row, retry_errors)
+    repaired = [path for path, back in found.backs.items() if back.cut]
+    if found.retry:
+        _take_out_retried(present, found)
+    writers = [_reopen(path, kind, present, found) for path, kind in kinds]
+    return OpenedReports(
+        writers,
+        done=found.done,
+        resumed=len(found.done),
+        retried=len(found.retry),
+        repaired=repaired,
+    )
 
-    # Read and check every present report (nothing is modified yet).
-    keys: dict[Path, set[str]] = {}
-    backs: dict[Path, ReadBack] = {}
-    seen: set[str] = set()
-    retry: set[str] = set()
+
+@dataclass
+class _Found:
+    """What the present reports hold, read and checked before anything is changed."""
+
+    backs: dict[Path, ReadBack] = field(default_factory=dict)  # how much of each is whole
+    keys: dict[Path, set[str]] = field(default_factory=dict)  # the files each has rows of
+    done: set[str] = field(default_factory=set)  # files with a kept row in some report
+    retry: set[str] = field(default_factory=set)  # files whose error rows are scanned again
+
+
+def _read_present(
+    present: list[tuple[Path, type]],
+    threshold: float,
+    model_sha256: str,
+    on_resumed_row: Callable[[Row], None],
+    retry_errors: bool,
+) -> _Found:
+    """Read every present report, refusing rows of another model or threshold (nothing is
+    modified yet); ``on_resumed_row`` sees each kept file's first row."""
+    found = _Found()
     for path, kind in present:
         own: set[str] = set()
 
@@ -133,49 +161,47 @@ def open_reports(
             _check_row(path, row, threshold, model_sha256)
             own.add(row.path)
             if retry_errors and row.error is not None:
-                retry.add(row.path)
-            elif row.path not in seen:
-                seen.add(row.path)
+                found.retry.add(row.path)
+            elif row.path not in found.done:
+                found.done.add(row.path)
                 on_resumed_row(row)
 
-        backs[path] = _READERS[kind](path, take)
-        keys[path] = own
-    seen -= retry  # (a report pair that disagrees on a file's error: retried all the same)
-    repaired = [path for path, back in backs.items() if back.cut]
+        found.backs[path] = _READERS[kind](path, take)
+        found.keys[path] = own
+    # a report pair that disagrees on a file's error: the file is retried all the same
+    found.done -= found.retry
+    return found
 
-    # Take the rows to retry out (rewritten aside, then renamed over the report).
-    if retry:
-        for path, kind in present:
-            if keys[path] & retry:
-                _rewrite_without(path, kind, retry)
-                backs[path] = _READERS[kind](path, lambda row: None)
-                keys[path] -= retry
 
-    # Make them agree: rows one report has and another lacks are copied across.
-    writers: list[ReportWriter] = []
-    for path, kind in kinds:
-        if path in backs:
-            truncate_cut_row(path, backs[path])
-        writer = kind(path, append=path in backs)
-        writers.append(writer)
-        missing = seen - keys.get(path, set())
-        for other, other_kind in present:
-            if not missing or other == path:
-                continue
+def _take_out_retried(present: list[tuple[Path, type]], found: _Found) -> None:
+    """Rewrite the reports without the rows to retry (aside, then renamed over each)."""
+    for path, kind in present:
+        if found.keys[path] & found.retry:
+            _rewrite_without(path, kind, found.retry)
+            found.backs[path] = _READERS[kind](path, lambda row: None)
+            found.keys[path] -= found.retry
 
-            def copy(row: Row, writer: ReportWriter = writer, missing: set[str] = missing) -> None:
-                if row.path in missing:
-                    writer.write(row)
-                    missing.discard(row.path)
 
-            _READERS[other_kind](other, copy)
-    return OpenedReports(
-        writers,
-        done=seen,
-        resumed=len(seen),
-        retried=len(retry),
-        repaired=repaired,
-    )
+def _reopen(
+    path: Path, kind: type, present: list[tuple[Path, type]], found: _Found
+) -> ReportWriter:
+    """The writer of one report, appending after its whole rows when it exists; the rows the
+    other reports have and it lacks are copied across, so they agree."""
+    if path in found.backs:
+        truncate_cut_row(path, found.backs[path])
+    writer = kind(path, append=path in found.backs)
+    missing = found.done - found.keys.get(path, set())
+    for other, other_kind in present:
+        if not missing or other == path:
+            continue
+
+        def copy(row: Row) -> None:
+            if row.path in missing:
+                writer.write(row)
+                missing.discard(row.path)
+
+        _READERS[other_kind](other, copy)
+    return writer
 
 
 def _rewrite_without(path: Path, kind: type, drop: set[str]) -> None:
