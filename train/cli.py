@@ -7,11 +7,14 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
+
+if TYPE_CHECKING:
+    from dfscan.train.grid import Grid
 
 
 def register(app: typer.Typer) -> None:
@@ -90,56 +93,71 @@ def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+# Options shared by the commands, and the ones of ``dfscan train`` and ``dfscan experiments``,
+# declared once here so the signatures stay short.
+DataArg = Annotated[
+    Path | None,
+    typer.Argument(help="Dataset folder: real/ and one folder per generator.", show_default=False),
+]
+WorkersOpt = Annotated[int, typer.Option(help="DataLoader worker processes.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+RunOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split and plots.")
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(help="Start from a named recipe (robust, seed); options override it."),
+]
+ListRecipesOpt = Annotated[
+    bool, typer.Option("--list-recipes", help="List the recipes and their settings.")
+]
+NoAugmentOpt = Annotated[bool, typer.Option("--no-augment", help="All augmentation off.")]
+HflipOpt = Annotated[
+    bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip.", show_default="on")
+]
+VflipOpt = Annotated[
+    bool | None, typer.Option("--vflip/--no-vflip", help="Vertical flip.", show_default="on")
+]
+AffineOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--affine/--no-affine", help="RandomAffine shear 10, scale 0.8-1.2.", show_default="off"
+    ),
+]
+FourPatchOpt = Annotated[
+    bool | None,
+    typer.Option("--four-patch/--no-four-patch", help="4-patch split.", show_default="off"),
+]
+BlurProbOpt = Annotated[
+    float | None, typer.Option(help="Probability of Gaussian blur σ 0-3.", show_default="0.1")
+]
+JpegProbOpt = Annotated[
+    float | None, typer.Option(help="Probability of JPEG quality 30-100.", show_default="0.1")
+]
+
+
 @report_errors
 @with_training_options
 def train(
-    data: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Dataset folder: real/ and one folder per generator.", show_default=False
-        ),
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split and plots.")
-    ] = Path("runs/detector"),
-    recipe: Annotated[
-        str | None,
-        typer.Option(help="Start from a named recipe (robust, seed); options override it."),
-    ] = None,
-    list_recipes: Annotated[
-        bool, typer.Option("--list-recipes", help="List the recipes and their settings.")
-    ] = False,
+    data: DataArg = None,
+    out: RunOutOpt = Path("runs/detector"),
+    recipe: RecipeOpt = None,
+    list_recipes: ListRecipesOpt = False,
     options: dict[str, Any] | None = None,  # the TrainConfig options, see with_training_options
-    no_augment: Annotated[bool, typer.Option("--no-augment", help="All augmentation off.")] = False,
-    hflip: Annotated[
-        bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip.", show_default="on")
-    ] = None,
-    vflip: Annotated[
-        bool | None, typer.Option("--vflip/--no-vflip", help="Vertical flip.", show_default="on")
-    ] = None,
-    affine: Annotated[
-        bool | None,
-        typer.Option(
-            "--affine/--no-affine", help="RandomAffine shear 10, scale 0.8-1.2.", show_default="off"
-        ),
-    ] = None,
-    four_patch: Annotated[
-        bool | None,
-        typer.Option("--four-patch/--no-four-patch", help="4-patch split.", show_default="off"),
-    ] = None,
-    blur_prob: Annotated[
-        float | None, typer.Option(help="Probability of Gaussian blur σ 0-3.", show_default="0.1")
-    ] = None,
-    jpeg_prob: Annotated[
-        float | None, typer.Option(help="Probability of JPEG quality 30-100.", show_default="0.1")
-    ] = None,
+    no_augment: NoAugmentOpt = False,
+    hflip: HflipOpt = None,
+    vflip: VflipOpt = None,
+    affine: AffineOpt = None,
+    four_patch: FourPatchOpt = None,
+    blur_prob: BlurProbOpt = None,
+    jpeg_prob: JpegProbOpt = None,
 ) -> None:
     """Fine-tune a detector on DATA: model.ckpt, last.ckpt, split.csv, history.csv, loss.png.
 
     A setting left unset takes the recipe's value, else the default shown.
     """
     from dfscan.scanner.errors import DataError
-    from dfscan.train.config import config_from_settings, setting_fields
+    from dfscan.train.config import config_from_settings
     from dfscan.train.loop import train as run_training
 
     if list_recipes:
@@ -150,13 +168,7 @@ def train(
     options = dict(options or {})
     if no_augment:
         options["augment"] = "off"
-    settings, run = {}, {}
-    for f in setting_fields():
-        value = options[f.name]
-        if f.kind == "run":
-            run[f.name] = value
-        elif value is not None:
-            settings[f.name] = f.parse(value)
+    settings, run = split_options(options)
     cfg = config_from_settings(recipe, settings, data=data, out=out, **run)
     cfg.augment = cfg.augment.with_changes(
         hflip=hflip,
@@ -167,6 +179,21 @@ def train(
         jpeg_prob=jpeg_prob,
     )
     run_training(cfg, err_console)
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The TrainConfig options as (settings given, parsed: they override the recipe's) and
+    (run options: device, workers…, passed as they are, unset ones included)."""
+    from dfscan.train.config import setting_fields
+
+    settings, run = {}, {}
+    for f in setting_fields():
+        value = options[f.name]
+        if f.kind == "run":
+            run[f.name] = value
+        elif value is not None:
+            settings[f.name] = f.parse(value)
+    return settings, run
 
 
 def _print_recipes() -> None:
@@ -202,8 +229,8 @@ def evaluate(
         Path | None, typer.Option(help="Folder for confusion-matrix PNGs [CKPT dir/eval-SPLIT].")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: WorkersOpt = 2,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Accuracy, weighted P/R/F1, AP, ROC-AUC and per-generator rates of a checkpoint."""
     from dfscan.train.evaluate import evaluate as run_evaluation
@@ -226,7 +253,7 @@ def explain(
         str,
         typer.Option(help="Backbone stages to map, comma-separated (stem, layer1 … layer4, all)."),
     ] = "layer1,layer2,layer3,layer4",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Grad-CAM of the 'fake' class at each layer: one PNG per image, p_fake in the title."""
     from rich.markup import escape
@@ -249,47 +276,50 @@ def explain(
     console.print(table)
 
 
+ExperimentsOutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for runs/, results.* and report.html.")
+]
+GridOpt = Annotated[
+    str | None,
+    typer.Option(help="Grid: a TOML/JSON file or a built-in: seed (default), demo30, quick."),
+]
+QuickOpt = Annotated[
+    bool, typer.Option("--quick", help="Tiny runs on 32² crops (the quick grid by default).")
+]
+CamImagesOpt = Annotated[
+    int, typer.Option(help="Test images per Grad-CAM panel: a real one, then per generator.")
+]
+SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the shared split.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="List the runs and their state; train nothing.")
+]
+ShowGridOpt = Annotated[bool, typer.Option("--show-grid", help="Print the grid as TOML and exit.")]
+HoldoutOpt = Annotated[
+    str | None,
+    typer.Option(help="Leave-groups-out cross-validation: families (needs --folds) or generators."),
+]
+FoldsOpt = Annotated[
+    Path | None,
+    typer.Option(help="CSV with path and fold and/or family (e.g. the dev kit's manifest)."),
+]
+NFoldsOpt = Annotated[int, typer.Option(help="Folds to make when --folds has none.")]
+
+
 @report_errors
 def experiments(
-    data: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Dataset folder: real/ and one folder per generator.", show_default=False
-        ),
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for runs/, results.* and report.html.")
-    ] = Path("runs/experiments"),
-    grid: Annotated[
-        str | None,
-        typer.Option(help="Grid: a TOML/JSON file or a built-in: seed (default), demo30, quick."),
-    ] = None,
-    quick: Annotated[
-        bool, typer.Option("--quick", help="Tiny runs on 32² crops (the quick grid by default).")
-    ] = False,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    cam_images: Annotated[
-        int, typer.Option(help="Test images per Grad-CAM panel: a real one, then per generator.")
-    ] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the shared split.")] = 0,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the runs and their state; train nothing.")
-    ] = False,
-    show_grid: Annotated[
-        bool, typer.Option("--show-grid", help="Print the grid as TOML and exit.")
-    ] = False,
-    holdout: Annotated[
-        str | None,
-        typer.Option(
-            help="Leave-groups-out cross-validation: families (needs --folds) or generators."
-        ),
-    ] = None,
-    folds: Annotated[
-        Path | None,
-        typer.Option(help="CSV with path and fold and/or family (e.g. the dev kit's manifest)."),
-    ] = None,
-    n_folds: Annotated[int, typer.Option(help="Folds to make when --folds has none.")] = 3,
+    data: DataArg = None,
+    out: ExperimentsOutOpt = Path("runs/experiments"),
+    grid: GridOpt = None,
+    quick: QuickOpt = False,
+    workers: WorkersOpt = 2,
+    device: DeviceOpt = "auto",
+    cam_images: CamImagesOpt = 5,
+    seed: SplitSeedOpt = 0,
+    dry_run: DryRunOpt = False,
+    show_grid: ShowGridOpt = False,
+    holdout: HoldoutOpt = None,
+    folds: FoldsOpt = None,
+    n_folds: NFoldsOpt = 3,
 ) -> None:
     """Train and evaluate a grid of configurations on one split; tables and an HTML report.
 
@@ -298,7 +328,6 @@ def experiments(
     """
     from dfscan.scanner.errors import DataError
     from dfscan.train.grid import grid_toml, load_grid
-    from dfscan.train.results_table import markdown_table
 
     chosen = load_grid(grid or ("holdout" if holdout and not quick else None), quick)
     if show_grid:
@@ -310,20 +339,31 @@ def experiments(
         )
     if holdout is not None:
         _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed)
-        return
-    if dry_run:
-        from dfscan.train.results_table import collect_rows
+    elif dry_run:
+        _dry_run(out, chosen)
+    else:
+        _run_grid(data, out, chosen, workers, device, cam_images, seed)
 
-        console.print(
-            f"grid {chosen.name} ({chosen.mode}): {len(chosen.expand())} runs", soft_wrap=True
-        )
-        rows = collect_rows(out, chosen.expand())
-        console.print(markdown_table(rows), markup=False, highlight=False, soft_wrap=True)
-        return
+
+def _dry_run(out: Path, grid: Grid) -> None:
+    """The grid's runs and how far each got in ``out``; nothing is trained."""
+    from dfscan.train.results_table import collect_rows, markdown_table
+
+    console.print(f"grid {grid.name} ({grid.mode}): {len(grid.expand())} runs", soft_wrap=True)
+    rows = collect_rows(out, grid.expand())
+    console.print(markdown_table(rows), markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_grid(
+    data: Path, out: Path, grid: Grid, workers: int, device: str, cam_images: int, seed: int
+) -> None:
+    """Train and evaluate every run of the grid (finished ones are kept), print the table;
+    exit 130 on Ctrl-C, 1 when every run failed."""
     from dfscan.train.experiments import run_experiments
+    from dfscan.train.results_table import markdown_table
 
     try:
-        result = run_experiments(data, out, chosen, workers, device, cam_images, seed, err_console)
+        result = run_experiments(data, out, grid, workers, device, cam_images, seed, err_console)
     except KeyboardInterrupt:
         err_console.print(
             f"[yellow]interrupted[/]; finished runs are in {out}/results.md "

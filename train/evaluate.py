@@ -18,7 +18,7 @@ from dfscan.scanner.errors import DataError
 from dfscan.scanner.formatting import num, pct
 from dfscan.train.checkpoint import load_checkpoint
 from dfscan.train.data import ImageDataset
-from dfscan.train.dataset_folder import REAL, scan_dataset
+from dfscan.train.dataset_folder import REAL, Sample, scan_dataset
 from dfscan.train.loop import make_loader, prepare_split, split_metrics, warn_unreadable
 from dfscan.train.plots import plot_confusion
 from dfscan.train.predict import predict, resolve_device
@@ -37,6 +37,8 @@ def evaluate(
     device: str = "auto",
     console: Console | None = None,
 ) -> dict[str, Any]:
+    """Score ``checkpoint`` on one split of ``data`` (or ``all`` of it); write the metrics
+    JSON and confusion-matrix PNGs, and return the report with where they went."""
     console = console or Console(stderr=True)
     checkpoint, data = Path(checkpoint), Path(data)
     split_file, out_dir, json_path = (
@@ -46,33 +48,15 @@ def evaluate(
         raise DataError(f"unknown split {split!r}; use one of {(*SPLITS, 'all')}")
     dev = resolve_device(device)
     loaded = load_checkpoint(checkpoint, dev)
-    trained_hash = loaded.data.get("data", {}).get("split_hash")
-    if split == "all":
-        scan = scan_dataset(data)
-        warn_unreadable(console, scan.unreadable)
-        samples = scan.samples
-    else:
-        split_file = split_file or checkpoint.parent / "split.csv"
-        if not split_file.is_file():
-            raise DataError(
-                f"no split file at {split_file}",
-                hint="pass --split-file FILE, or --split all to score every image in DATA",
-            )
-        prepared = prepare_split(data, split_file, seed=0)
-        if trained_hash and prepared.hash != trained_hash:
-            console.print(
-                f"[yellow]warning:[/] {split_file} is not the split this model was trained on "
-                f"(hash {prepared.hash} ≠ {trained_hash}); its '{split}' images may overlap "
-                "the training images"
-            )
-        samples = prepared.subset(split)
+    trained = loaded.data.get("data", {})
+    split_file = split_file or checkpoint.parent / "split.csv"
+    samples = _samples_of(data, split, split_file, trained, console)
     if not samples:
         raise DataError(f"no images in the {split} split")
     dataset = ImageDataset(data, samples, loaded.config.preprocess, None)
     preds = predict(loaded.model, make_loader(dataset, batch_size, workers, False, 0), dev)
-    threshold = loaded.threshold
-    metrics = split_metrics(preds, samples, threshold)
-    seen = set(loaded.data.get("data", {}).get("generators", []))
+    metrics = split_metrics(preds, samples, loaded.threshold)
+    seen = set(trained.get("generators", []))
     for gen, row in metrics["per_generator"].items():
         row["seen_in_training"] = gen == REAL or gen in seen
     report = {
@@ -81,11 +65,46 @@ def evaluate(
         "split": split,
         "arch": loaded.config.arch,
         "input": loaded.config.input,
-        "threshold": threshold,
+        "threshold": loaded.threshold,
         "unreadable": [samples[i].path for i in preds.skipped],
         **metrics,
     }
     out_dir = out_dir or checkpoint.parent / f"eval-{split}"
+    _plot_confusions(metrics, split, out_dir)
+    json_path = json_path or out_dir / "metrics.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    report["json"] = str(json_path)
+    report["figures"] = str(out_dir)
+    return report
+
+
+def _samples_of(
+    data: Path, split: str, split_file: Path, trained: dict[str, Any], console: Console
+) -> list[Sample]:
+    """The images to score: every one in ``data`` for ``all``, else the split's, from the
+    split file (with a warning when it is not the one the model was trained on)."""
+    if split == "all":
+        scan = scan_dataset(data)
+        warn_unreadable(console, scan.unreadable)
+        return scan.samples
+    if not split_file.is_file():
+        raise DataError(
+            f"no split file at {split_file}",
+            hint="pass --split-file FILE, or --split all to score every image in DATA",
+        )
+    prepared = prepare_split(data, split_file, seed=0)
+    trained_hash = trained.get("split_hash")
+    if trained_hash and prepared.hash != trained_hash:
+        console.print(
+            f"[yellow]warning:[/] {split_file} is not the split this model was trained on "
+            f"(hash {prepared.hash} ≠ {trained_hash}); its '{split}' images may overlap "
+            "the training images"
+        )
+    return prepared.subset(split)
+
+
+def _plot_confusions(metrics: dict[str, Any], split: str, out_dir: Path) -> None:
+    """confusion_all.png, and confusion_GEN.png of each generator against the real images."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_confusion(metrics["confusion"], f"all images ({split})", out_dir / "confusion_all.png")
     for gen, row in metrics["per_generator"].items():
@@ -93,11 +112,6 @@ def evaluate(
             plot_confusion(
                 row["confusion_vs_real"], f"real vs {gen}", out_dir / f"confusion_{gen}.png"
             )
-    json_path = json_path or out_dir / "metrics.json"
-    json_path.write_text(json.dumps(report, indent=2))
-    report["json"] = str(json_path)
-    report["figures"] = str(out_dir)
-    return report
 
 
 def render_report(report: dict[str, Any], console: Console) -> None:
