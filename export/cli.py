@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
+
+if TYPE_CHECKING:
+    from dfscan.export.exporter import ExportResult
 
 
 def register(app: typer.Typer) -> None:
@@ -15,55 +18,67 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
+# The options of ``dfscan export``, declared once here so the command's signature stays short.
+CheckpointArg = Annotated[Path, typer.Argument(help="A model.ckpt written by dfscan train.")]
+OnnxOpt = Annotated[Path, typer.Option("--onnx", help="Where to write the .onnx graph.")]
+TorchscriptOpt = Annotated[
+    Path | None, typer.Option("--torchscript", help="Also write a TorchScript file (fp32).")
+]
+PrecisionOpt = Annotated[
+    str, typer.Option(help="fp32, fp16 (GPU) or int8 (static, needs --calibration).")
+]
+CalibrationOpt = Annotated[
+    Path | None, typer.Option(help="Folder of real photos for int8 activation ranges.")
+]
+Int8FloatStagesOpt = Annotated[
+    str,
+    typer.Option(
+        help="int8: backbone stages kept in float (comma list, or 'none'); the early "
+        "full-resolution stages carry the pixel-level traces. A stage that matches no "
+        "node of the graph is an error."
+    ),
+]
+InputDtypeOpt = Annotated[
+    str, typer.Option(help="Graph input: uint8 (0-255, default) or float32 (0-1).")
+]
+CheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--check", help="Compare eager, TorchScript and ONNX Runtime; fail on fp32 mismatch."
+    ),
+]
+CheckImagesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Images for --check (a dataset folder adds AP/AUC); default: bundled photos."
+    ),
+]
+CheckLimitOpt = Annotated[int, typer.Option(help="At most this many check images.")]
+ApToleranceOpt = Annotated[
+    float,
+    typer.Option(
+        help="--check on labelled images: the AP an fp16/int8 graph may lose against the "
+        "fp32 model before the check fails (exit 6)."
+    ),
+]
+
+
 @report_errors
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A model.ckpt written by dfscan train.")],
-    onnx: Annotated[Path, typer.Option("--onnx", help="Where to write the .onnx graph.")],
-    torchscript: Annotated[
-        Path | None, typer.Option("--torchscript", help="Also write a TorchScript file (fp32).")
-    ] = None,
-    precision: Annotated[
-        str,
-        typer.Option(help="fp32, fp16 (GPU) or int8 (static, needs --calibration)."),
-    ] = "fp32",
-    calibration: Annotated[
-        Path | None,
-        typer.Option(help="Folder of real photos for int8 activation ranges."),
-    ] = None,
-    int8_float_stages: Annotated[
-        str,
-        typer.Option(
-            help="int8: backbone stages kept in float (comma list, or 'none'); the early "
-            "full-resolution stages carry the pixel-level traces. A stage that matches no "
-            "node of the graph is an error."
-        ),
-    ] = "stem,layer1",
-    input_dtype: Annotated[
-        str, typer.Option(help="Graph input: uint8 (0-255, default) or float32 (0-1).")
-    ] = "uint8",
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check", help="Compare eager, TorchScript and ONNX Runtime; fail on fp32 mismatch."
-        ),
-    ] = False,
-    check_images: Annotated[
-        Path | None,
-        typer.Option(
-            help="Images for --check (a dataset folder adds AP/AUC); default: bundled photos."
-        ),
-    ] = None,
-    check_limit: Annotated[int, typer.Option(help="At most this many check images.")] = 64,
-    ap_tolerance: Annotated[
-        float,
-        typer.Option(
-            help="--check on labelled images: the AP an fp16/int8 graph may lose against the "
-            "fp32 model before the check fails (exit 6)."
-        ),
-    ] = 0.01,
+    checkpoint: CheckpointArg,
+    onnx: OnnxOpt,
+    torchscript: TorchscriptOpt = None,
+    precision: PrecisionOpt = "fp32",
+    calibration: CalibrationOpt = None,
+    int8_float_stages: Int8FloatStagesOpt = "stem,layer1",
+    input_dtype: InputDtypeOpt = "uint8",
+    check: CheckOpt = False,
+    check_images: CheckImagesOpt = None,
+    check_limit: CheckLimitOpt = 64,
+    ap_tolerance: ApToleranceOpt = 0.01,
 ) -> None:
     """Export a checkpoint to ONNX (and TorchScript) with the preprocessing maths and metadata."""
-    from dfscan.export.exporter import export_checkpoint, file_size
+    from dfscan.export.exporter import export_checkpoint
 
     result = export_checkpoint(
         checkpoint,
@@ -76,10 +91,22 @@ def export(
         check_images=check_images,
         check_limit=check_limit,
         ap_tolerance=ap_tolerance,
-        int8_float_stages=tuple(
-            p.strip() for p in int8_float_stages.split(",") if p.strip() not in ("", "none")
-        ),
+        int8_float_stages=stage_list(int8_float_stages),
     )
+    print_export(result)
+    result.raise_for_parity()
+    console.print(f"done in {result.seconds:.1f} s")
+
+
+def stage_list(option: str) -> tuple[str, ...]:
+    """``--int8-float-stages``: a comma list; ``none`` (or nothing) keeps no stage in float."""
+    return tuple(p.strip() for p in option.split(",") if p.strip() not in ("", "none"))
+
+
+def print_export(result: ExportResult) -> None:
+    """What was written: the graph, the int8 threshold and why, TorchScript, parity table."""
+    from dfscan.export.exporter import file_size
+
     meta = result.meta
     console.print(
         f"{meta.arch} {meta.input} {meta.size}² {meta.precision}, threshold "
@@ -100,8 +127,6 @@ def export(
         console.print(result.parity.table())
         for note in result.parity.notes:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-    result.raise_for_parity()
-    console.print(f"done in {result.seconds:.1f} s")
 
 
 @report_errors

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from dfscan.scanner.errors import DataError
+
+if TYPE_CHECKING:
+    from dfscan.train.config import TrainConfig
 
 
 @dataclass
@@ -78,34 +84,73 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+class _Steps:
+    """The demo's numbered steps: a rule in the log before each, and the seconds it took."""
+
+    def __init__(self, log: Console) -> None:
+        self.log = log
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, title: str) -> Iterator[None]:
+        self.log.rule(f"[bold]{title}")
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+
+
 def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
-    from dfscan.export.exporter import export_checkpoint, file_size
+    """Data, training, export with the parity check, and a scan of the held-out test images;
+    the steps go to ``log``, the scan's summary and where things are to ``console``."""
     from dfscan.scanner.scan import ScanOptions, run_scan
     from dfscan.scanner.scan_cli import print_summary
     from dfscan.train.demo_data import build_demo_dataset
-    from dfscan.train.loop import config_from_settings, train
+    from dfscan.train.loop import train
 
     out = cfg.out
     data, run, onnx_path = out / "data", out / "run", out / "model.onnx"
     test, report = out / "test", out / "scan.csv"
-    seconds: dict[str, float] = {}
     prepare_out(out)
+    steps = _Steps(log)
 
-    def step(name: str, title: str) -> float:
-        log.rule(f"[bold]{title}")
-        seconds[name] = time.perf_counter()
-        return seconds[name]
+    with steps.step("data", "1/4 demo dataset (simulated generators, offline)"):
+        summary = build_demo_dataset(data, seed=cfg.seed, n_real=cfg.n_real, size=cfg.data_size)
+        log.print(f"{summary.root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
 
-    def done(name: str) -> None:
-        seconds[name] = time.perf_counter() - seconds[name]
+    train_cfg = _train_config(cfg, data, run)
+    title = (
+        f"2/4 training: recipe {cfg.recipe}, {train_cfg.arch} ({train_cfg.input}, "
+        f"{train_cfg.size}², {train_cfg.epochs} epochs)"
+    )
+    with steps.step("train", title):
+        train(train_cfg, log)
 
-    step("data", "1/4 demo dataset (simulated generators, offline)")
-    summary = build_demo_dataset(data, seed=cfg.seed, n_real=cfg.n_real, size=cfg.data_size)
-    log.print(f"{summary.root}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
-    done("data")
+    with steps.step("export", "3/4 export to ONNX with the parity check"):
+        n_test = copy_test_split(data, run / "split.csv", test)
+        _export_checked(run / "model.ckpt", onnx_path, test, log)
+
+    with steps.step("scan", f"4/4 scanning the {n_test} held-out test images"):
+        result = run_scan(
+            ScanOptions(folders=[test], model=onnx_path, csv=report, existing="overwrite"),
+            notify=lambda message: log.print(f"[yellow]warning:[/] {message}", highlight=False),
+        )
+    print_summary(result)
+    total = sum(steps.seconds.values())
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in steps.seconds.items())
+    console.print(f"report: {report}   model: {onnx_path}   ({timings}; total {total:.0f} s)")
+    console.print(
+        f"next: dfscan {test} --model {onnx_path} --csv my.csv   "
+        "(this is simulated data: the numbers test the pipeline, not real generators)"
+    )
+    return DemoResult(data, run / "model.ckpt", onnx_path, test, report, steps.seconds)
+
+
+def _train_config(cfg: DemoConfig, data: Path, run: Path) -> TrainConfig:
+    """The recipe's training config, with the demo's overrides where they are set."""
+    from dfscan.train.loop import config_from_settings
 
     overrides = {"size": cfg.size, "input": cfg.input, "epochs": cfg.epochs}
-    train_cfg = config_from_settings(
+    return config_from_settings(
         cfg.recipe,
         {k: v for k, v in overrides.items() if v is not None},
         data=data,
@@ -114,37 +159,17 @@ def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
         workers=cfg.workers,
         max_steps=cfg.max_steps,
     )
-    step(
-        "train",
-        f"2/4 training: recipe {cfg.recipe}, {train_cfg.arch} ({train_cfg.input}, "
-        f"{train_cfg.size}², {train_cfg.epochs} epochs)",
-    )
-    train(train_cfg, log)
-    done("train")
 
-    step("export", "3/4 export to ONNX with the parity check")
-    n_test = copy_test_split(data, run / "split.csv", test)
+
+def _export_checked(checkpoint: Path, onnx_path: Path, test: Path, log: Console) -> None:
+    """Export to ONNX, checked against the eager model on the test images (fails on a
+    parity failure)."""
+    from dfscan.export.exporter import export_checkpoint, file_size
+
     exported = export_checkpoint(
-        run / "model.ckpt", onnx_path, check=True, check_images=test, check_limit=64
+        checkpoint, onnx_path, check=True, check_images=test, check_limit=64
     )
     if exported.parity is not None:
         log.print(exported.parity.table())
     exported.raise_for_parity()
     log.print(f"{onnx_path} ({file_size(exported.onnx_bytes)})")
-    done("export")
-
-    step("scan", f"4/4 scanning the {n_test} held-out test images")
-    result = run_scan(
-        ScanOptions(folders=[test], model=onnx_path, csv=report, existing="overwrite"),
-        notify=lambda message: log.print(f"[yellow]warning:[/] {message}", highlight=False),
-    )
-    done("scan")
-    print_summary(result)
-    total = sum(seconds.values())
-    timings = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-    console.print(f"report: {report}   model: {onnx_path}   ({timings}; total {total:.0f} s)")
-    console.print(
-        f"next: dfscan {test} --model {onnx_path} --csv my.csv   "
-        "(this is simulated data: the numbers test the pipeline, not real generators)"
-    )
-    return DemoResult(data, run / "model.ckpt", onnx_path, test, report, seconds)

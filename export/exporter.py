@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dfscan.export.check_images import bundled_photos, folder_images
-from dfscan.export.graph_module import INPUT_DTYPES, InputDType, exportable
+from dfscan.export.check_images import ImageSet, bundled_photos, folder_images
+from dfscan.export.graph_module import INPUT_DTYPES, ExportedDetector, InputDType, exportable
 from dfscan.export.metadata import build_meta
 from dfscan.export.onnx_writer import (
     OPSET,
@@ -23,6 +23,12 @@ from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.model_meta import PRECISIONS, ModelMeta
 from dfscan.train.checkpoint import load_checkpoint
 from dfscan.train.detector import STAGES
+
+if TYPE_CHECKING:
+    import onnx
+
+    from dfscan.scanner.preprocess import PreprocessConfig
+    from dfscan.train.checkpoint import LoadedCheckpoint
 
 
 @dataclass
@@ -84,6 +90,44 @@ def export_checkpoint(
     torchscript_path, calibration, check_images = (
         None if p is None else Path(p) for p in (torchscript_path, calibration, check_images)
     )
+    check_arguments(precision, input_dtype, calibration, check_images, ap_tolerance)
+    for path in (onnx_path, torchscript_path):
+        if path is not None:
+            ensure_writable(path)
+    check_stages(int8_float_stages)
+
+    loaded = load_checkpoint(checkpoint)
+    graph = build_graph(
+        loaded, precision, input_dtype, calibration, calibration_limit, int8_float_stages
+    )
+    result = ExportResult(onnx_path, save_onnx(graph.proto, onnx_path), graph.meta, 0.0)
+    result.int8_threshold = graph.matched
+    if torchscript_path is not None:
+        result.torchscript_path = torchscript_path
+        result.torchscript_bytes = _write_torchscript(loaded, graph, input_dtype, torchscript_path)
+    if check:
+        result.parity = check_parity(
+            loaded.model,
+            _images_to_check(check_images, graph.meta.preprocess, check_limit),
+            onnx_path,
+            precision,
+            input_dtype,
+            graph.module,
+            torchscript_path,
+            ap_tolerance=ap_tolerance,
+        )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def check_arguments(
+    precision: str,
+    input_dtype: str,
+    calibration: Path | None,
+    check_images: Path | None,
+    ap_tolerance: float,
+) -> None:
+    """Refuse bad export arguments before the checkpoint is loaded (the slow part)."""
     if precision not in PRECISIONS:
         raise DfscanError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if input_dtype not in INPUT_DTYPES:
@@ -99,83 +143,103 @@ def export_checkpoint(
         raise DfscanError(f"AP tolerance must be between 0 and 1, got {ap_tolerance}")
     if check_images is not None and not check_images.is_dir():
         raise DataError(f"check image folder not found: {check_images}")
-    for path in (onnx_path, torchscript_path):
-        if path is not None:
-            ensure_writable(path)
 
+
+def check_stages(int8_float_stages: tuple[str, ...]) -> None:
+    """Every stage int8 is asked to keep in float must be a backbone stage."""
     unknown = sorted(set(int8_float_stages) - set(STAGES))
     if unknown:
         raise DfscanError(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
 
-    loaded = load_checkpoint(checkpoint)
+
+@dataclass
+class Graph:
+    """The ONNX graph at its precision, with its metadata attached."""
+
+    proto: onnx.ModelProto
+    meta: ModelMeta
+    module: ExportedDetector  # the fp32 module: TorchScript and the parity check use it
+    matched: MatchedThreshold | None = None  # int8: how its threshold was set
+
+
+def build_graph(
+    loaded: LoadedCheckpoint,
+    precision: str,
+    input_dtype: InputDType,
+    calibration: Path | None,
+    calibration_limit: int,
+    int8_float_stages: tuple[str, ...],
+) -> Graph:
+    """Trace the model at ``precision`` (fp16 in torch, int8 by quantising the fp32 graph on
+    the calibration images), refuse DFT nodes, attach the metadata."""
     settings: dict[str, Any] = {"input_dtype": input_dtype, "opset": OPSET}
     if precision == "int8":
+        assert calibration is not None
         settings |= {"float_stages": list(int8_float_stages), "calibration": calibration.name}
     meta = replace(build_meta(loaded, precision), export=settings)
-    fp32_meta = replace(
-        build_meta(loaded, "fp32"), export={"input_dtype": input_dtype, "opset": OPSET}
-    )
-    matched = None
     module = exportable(loaded.model, meta.classes)
     graph_module = (
         exportable(loaded.model, meta.classes, half=True) if precision == "fp16" else module
     )
-    proto = export_onnx_proto(graph_module, meta.size, input_dtype)
+    graph = Graph(export_onnx_proto(graph_module, meta.size, input_dtype), meta, module)
     if precision == "int8":
-        from dfscan.export.precision import (
-            INT8_THRESHOLD_RULE,
-            graph_scores,
-            match_int8_threshold,
-            to_int8,
-        )
-
         assert calibration is not None
-        calib = folder_images(calibration, meta.preprocess, calibration_limit)
-        images = calib.batch
-        int8 = to_int8(
-            proto, (images[i : i + 8] for i in range(0, len(images), 8)), int8_float_stages
-        )
-        reals = images if calib.labels is None else images[calib.labels == 0]
-        fp32 = meta.spec.threshold("fp32")
-        matched = match_int8_threshold(
-            fp32.value, graph_scores(proto, reals), graph_scores(int8, reals)
-        )
-        meta = replace(
-            meta,
-            spec=meta.spec.with_threshold("int8", matched.threshold, INT8_THRESHOLD_RULE),
-            export=settings | matched.settings() | {"fp32_threshold_rule": fp32.rule},
-        )
-        proto = int8
-    forbid_dft(proto)
-    attach_metadata(proto, meta)
-    result = ExportResult(onnx_path, save_onnx(proto, onnx_path), meta, 0.0)
-    result.int8_threshold = matched
+        graph = _int8(graph, settings, calibration, calibration_limit, int8_float_stages)
+    forbid_dft(graph.proto)
+    attach_metadata(graph.proto, graph.meta)
+    return graph
 
-    if torchscript_path is not None:
-        from dfscan.export.torchscript_writer import export_torchscript
 
-        result.torchscript_path = torchscript_path  # TorchScript is the fp32 model
-        result.torchscript_bytes = export_torchscript(
-            module, meta.size, input_dtype, fp32_meta, torchscript_path
-        )
-    if check:
-        images = (
-            folder_images(check_images, meta.preprocess, check_limit)
-            if check_images is not None
-            else bundled_photos(meta.preprocess)
-        )
-        result.parity = check_parity(
-            loaded.model,
-            images,
-            onnx_path,
-            precision,
-            input_dtype,
-            module,
-            torchscript_path,
-            ap_tolerance=ap_tolerance,
-        )
-    result.seconds = time.perf_counter() - start
-    return result
+def _int8(
+    fp32: Graph,
+    settings: dict[str, Any],
+    calibration: Path,
+    calibration_limit: int,
+    float_stages: tuple[str, ...],
+) -> Graph:
+    """The fp32 graph quantised on the calibration images, with the int8 threshold matched
+    to the fp32 one on the calibration reals (recorded in the metadata)."""
+    from dfscan.export.precision import (
+        INT8_THRESHOLD_RULE,
+        graph_scores,
+        match_int8_threshold,
+        to_int8,
+    )
+
+    meta = fp32.meta
+    calib = folder_images(calibration, meta.preprocess, calibration_limit)
+    images = calib.batch
+    int8 = to_int8(fp32.proto, (images[i : i + 8] for i in range(0, len(images), 8)), float_stages)
+    reals = images if calib.labels is None else images[calib.labels == 0]
+    threshold = meta.spec.threshold("fp32")
+    matched = match_int8_threshold(
+        threshold.value, graph_scores(fp32.proto, reals), graph_scores(int8, reals)
+    )
+    meta = replace(
+        meta,
+        spec=meta.spec.with_threshold("int8", matched.threshold, INT8_THRESHOLD_RULE),
+        export=settings | matched.settings() | {"fp32_threshold_rule": threshold.rule},
+    )
+    return Graph(int8, meta, fp32.module, matched)
+
+
+def _write_torchscript(
+    loaded: LoadedCheckpoint, graph: Graph, input_dtype: InputDType, path: Path
+) -> int:
+    """TorchScript is the fp32 model, with fp32 metadata whatever the ONNX precision."""
+    from dfscan.export.torchscript_writer import export_torchscript
+
+    fp32_meta = replace(
+        build_meta(loaded, "fp32"), export={"input_dtype": input_dtype, "opset": OPSET}
+    )
+    return export_torchscript(graph.module, graph.meta.size, input_dtype, fp32_meta, path)
+
+
+def _images_to_check(folder: Path | None, preprocess: PreprocessConfig, limit: int) -> ImageSet:
+    """The check images: a folder's (labelled when it is a dataset), else the bundled photos."""
+    if folder is None:
+        return bundled_photos(preprocess)
+    return folder_images(folder, preprocess, limit)
 
 
 def file_size(n: int) -> str:

@@ -84,6 +84,25 @@ def one_line_error(result, text: str) -> None:
     assert text in " ".join(result.output.split()), result.output  # Rich wraps long lines
 
 
+def test_split_options_overrides_only_the_settings_given():
+    from dfscan.train.cli import split_options
+    from dfscan.train.config import setting_fields
+
+    options = {f.name: f.cli_default for f in setting_fields()}
+    options |= {"synth": "blur,jpeg", "epochs": 3, "workers": 0}
+    settings, run = split_options(options)
+    assert settings == {"synth": ("blur", "jpeg"), "epochs": 3}  # parsed; the unset left out
+    assert run["workers"] == 0 and run["split"] is None and run["device"] == "auto"
+    assert set(settings).isdisjoint(run)
+
+
+def test_int8_float_stages_option():
+    from dfscan.export.cli import stage_list
+
+    assert stage_list("stem, layer1") == ("stem", "layer1")
+    assert stage_list("none") == stage_list("") == ()
+
+
 def test_missing_data_folder(tmp_path: Path):
     one_line_error(run("train", tmp_path / "nope", *TRAIN), "dataset folder not found")
 
