@@ -11,14 +11,12 @@ Results come out in discovery order, one per file: a score, or the reason it has
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
@@ -54,23 +52,14 @@ class Scored:
     error: str | None
 
 
-# What a broken, truncated or unsupported file makes Pillow's decoders raise: the image's own
-# fault, so it becomes an error row. Anything else (TypeError, AttributeError, KeyError…) is a
-# bug in dfscan and stops the scan instead of hiding in thousands of error rows.
-IMAGE_DATA_ERRORS: tuple[type[Exception], ...] = (
-    DataError,
-    UnidentifiedImageError,
-    Image.DecompressionBombError,
-    OSError,  # truncated data, decoder errors
-    SyntaxError,  # broken headers (PNG, GIF…)
-    EOFError,
-    ValueError,
-    struct.error,  # malformed binary fields (EXIF, TIFF tags)
-)
-
-
 def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
-    """Decode and prepare one file; a file that is not a usable image becomes ``error``."""
+    """Decode and prepare one file; a file that is not a usable image becomes ``error``.
+
+    Only :class:`DataError` is the image's own fault: :func:`decode_rgb` turns what Pillow's
+    decoders raise on broken, truncated or unsupported files into one. Anything else (a
+    TypeError in preparing the crop, say) is a bug in dfscan and stops the scan instead of
+    hiding in thousands of error rows.
+    """
     if found.problem is not None:
         return Decoded(found, error=found.problem)
     try:
@@ -78,8 +67,6 @@ def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
         pixels = prepare(img, cfg)
     except DataError as exc:
         return Decoded(found, error=exc.message)
-    except IMAGE_DATA_ERRORS as exc:
-        return Decoded(found, error=f"not a readable image: {type(exc).__name__}: {exc}")
     return Decoded(found, pixels, info.width, info.height, info.format, info.animated)
 
 

@@ -13,6 +13,7 @@ adds no resampling traces of its own.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -189,8 +190,9 @@ def decode_rgb(
         if exc.errno is not None:  # the file itself could not be read (permissions, vanished)
             raise DataError(f"cannot read file: {exc.strerror or exc}") from exc
         raise DataError(f"not a readable image: {exc}") from exc
-    except (SyntaxError, ValueError, EOFError) as exc:
-        raise DataError(f"not a readable image: {exc}") from exc
+    except (SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        # what Pillow's decoders raise on broken headers, bad tiles, short or malformed fields
+        raise DataError(f"not a readable image: {type(exc).__name__}: {exc}") from exc
 
 
 def to_rgb(im: Image.Image, background: tuple[int, int, int] = ALPHA_BACKGROUND) -> Image.Image:

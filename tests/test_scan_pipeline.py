@@ -103,11 +103,11 @@ def test_a_stream_of_broken_files_still_flows(detector: Detector):
     stream.close()
 
 
-def _decoder_raising(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
-    def explode(source, draft_side=None):
+def _pillow_raising(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    def explode(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr("dfscan.scanner.pipeline.decode_for", explode)
+    monkeypatch.setattr("PIL.Image.open", explode)
 
 
 @pytest.mark.parametrize(
@@ -116,6 +116,7 @@ def _decoder_raising(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
         OSError("image file is truncated"),
         SyntaxError("broken PNG file"),
         ValueError("tile cannot extend outside image"),
+        IndexError("list index out of range"),
         EOFError(),
         struct.error("unpack requires a buffer of 4 bytes"),
         Image.DecompressionBombError("too many pixels"),
@@ -123,19 +124,27 @@ def _decoder_raising(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
         DataError("not a readable image"),
     ],
 )
-def test_the_image_own_errors_become_error_rows(tmp_path: Path, monkeypatch, exc: Exception):
+def test_what_pillow_raises_on_a_file_becomes_an_error_row(
+    tmp_path: Path, monkeypatch, exc: Exception
+):
     path = write_image(tmp_path / "a.png", grey(0))
-    _decoder_raising(monkeypatch, exc)
+    _pillow_raising(monkeypatch, exc)
     decoded = decode(Found(str(path), "g"), PreprocessConfig(size=16))
     assert decoded.pixels is None and decoded.error
 
 
-@pytest.mark.parametrize("exc", [TypeError("x"), AttributeError("y"), KeyError("z"), IndexError()])
+@pytest.mark.parametrize(
+    "exc", [TypeError("x"), AttributeError("y"), KeyError("z"), IndexError(), ValueError()]
+)
 def test_a_bug_is_not_an_error_row_it_stops_the_scan(
     tmp_path: Path, monkeypatch, detector: Detector, exc: Exception
 ):
     paths = [write_image(tmp_path / f"{i}.png", grey(0)) for i in range(3)]
-    _decoder_raising(monkeypatch, exc)
+
+    def broken_prepare(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr("dfscan.scanner.pipeline.prepare", broken_prepare)
     with pytest.raises(type(exc)):
         decode(Found(str(paths[0]), "g"), PreprocessConfig(size=16))
     for workers in (0, 2):  # inline, and from the decoding pool's threads
