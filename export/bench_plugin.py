@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dfscan.scanner.bench import BenchContext, BenchSettings
+    from dfscan.scanner.bench_settings import BenchContext, BenchSettings
 
 
 class TorchStage:

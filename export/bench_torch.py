@@ -21,7 +21,7 @@ import torch
 from dfscan.export.exporter import export_checkpoint
 from dfscan.export.graph_module import exportable
 from dfscan.export.torchscript_writer import quiet_jit
-from dfscan.scanner.bench import BenchContext
+from dfscan.scanner.bench_settings import BenchContext
 from dfscan.scanner.bench_stages import ScanRun, scan_options
 from dfscan.scanner.bench_timing import Arm, Rounds, run_rounds
 from dfscan.scanner.detector import Detector

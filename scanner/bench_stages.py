@@ -26,7 +26,7 @@ from dfscan.scanner.runtime import available_cores
 from dfscan.scanner.scan import ScanOptions, ScanResult, run_scan
 
 if TYPE_CHECKING:
-    from dfscan.scanner.bench import BenchSettings
+    from dfscan.scanner.bench_settings import BenchSettings
 
 
 def bench_decode(paths: list[Path], detector: Detector, workers: int) -> dict[str, Any]:
