@@ -9,7 +9,7 @@ over ~0.3), trained once per module in ~20 s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -352,6 +352,7 @@ def test_failed_parity_exits_6_with_the_numbers(fft_exports: FFTExports, trained
         ("missing", "checkpoint not found", 4),
         ("foreign", "is not a dfscan checkpoint", 4),
         ("arch", "unknown architecture 'nope'", 4),
+        ("edited", "does not match its hash", 4),
         ("unwritable", "cannot write", 2),
         ("int8", "int8 needs calibration images", 2),
         ("precision", "unknown precision", 2),
@@ -363,12 +364,18 @@ def test_export_errors_are_one_line(
     ckpt, out, extra = fft_checkpoint, tmp_path / "m.onnx", []
     if case == "missing":
         ckpt = tmp_path / "nope.ckpt"
+    elif case == "edited":
+        data = torch.load(fft_checkpoint, weights_only=True)
+        data["config"]["spec"]["arch"] = "resnet50"  # without a new hash
+        ckpt = tmp_path / "edited.ckpt"
+        torch.save(data, ckpt)
     elif case == "foreign":
         ckpt = tmp_path / "foreign.ckpt"
         torch.save({"weights": torch.zeros(2)}, ckpt)
     elif case == "arch":
         data = torch.load(fft_checkpoint, weights_only=True)
-        data["config"]["arch"] = "nope"
+        spec = load_checkpoint(fft_checkpoint).spec
+        data["config"]["spec"] = replace(spec, arch="nope").to_dict()  # a valid hash
         ckpt = tmp_path / "arch.ckpt"
         torch.save(data, ckpt)
     elif case == "unwritable":
