@@ -24,6 +24,7 @@ from dfscan.train.augment_config import AUGMENT_PRESETS, AugmentConfig
 
 Kind = Literal["setting", "run"]
 KEEP = ("best", "last")
+HEAD_FITS = ("sgd", "lbfgs")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,15 @@ class TrainConfig:
     )
     weight_decay: float = setting(0.0, help="> 0: AdamW with this decoupled weight decay.")
     keep: str = setting("best", help="model.ckpt: the best validation loss, or the last epoch.")
+    head_fit: str = setting(
+        "sgd",
+        help="sgd (epochs of the optimizer) or lbfgs (frozen backbone, linear head: one exact "
+        "logistic-regression fit on the features of `epochs` augmented passes).",
+    )
+    head_l2: float | None = setting(
+        None,
+        help="lbfgs: the L2 penalty; unset = chosen by held-out-generator CV on the train split.",
+    )
     target_fpr: float = setting(
         0.0, help="Threshold: 0 = EER on val; > 0 = this false-positive rate on the val reals."
     )
@@ -205,4 +215,6 @@ def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: An
         values["synth"] = tuple(values["synth"])
     if values.get("keep", "best") not in KEEP:
         raise DataError(f"keep = {values['keep']!r}: use one of {', '.join(KEEP)}")
+    if values.get("head_fit", "sgd") not in HEAD_FITS:
+        raise DataError(f"head_fit = {values['head_fit']!r}: use one of {', '.join(HEAD_FITS)}")
     return TrainConfig(**run, **values)

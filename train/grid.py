@@ -51,7 +51,7 @@ from dfscan.train.config import (
     config_from_settings,
 )
 from dfscan.train.registry import get_spec
-from dfscan.train.run_settings import DEFAULTS, KEYS, STUDY_KEYS, canonical, resolve
+from dfscan.train.run_settings import DEFAULTS, KEYS, STUDY_KEYS, canonical, hashed, resolve
 
 __all__ = [
     "BUILTIN_GRIDS",
@@ -82,7 +82,7 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        text = json.dumps(self.settings, sort_keys=True)
+        text = json.dumps(hashed(self.settings), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     @property

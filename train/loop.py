@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,9 +12,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader
 
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.formatting import NA, num
@@ -35,16 +30,17 @@ from dfscan.train.config import KEEP as KEEP
 from dfscan.train.config import SETTINGS as SETTINGS
 from dfscan.train.config import TrainConfig
 from dfscan.train.config import config_from_settings as config_from_settings
-from dfscan.train.data import ImageDataset, collate
+from dfscan.train.data import ImageDataset
 from dfscan.train.dataset_folder import Sample, scan_dataset
+from dfscan.train.fitting import FitProgress, fit_lbfgs, fit_sgd, progress_bar
+from dfscan.train.fitting import calibrate as calibrate
+from dfscan.train.fitting import make_loader as make_loader
+from dfscan.train.fitting import split_metrics as split_metrics
+from dfscan.train.fitting import write_history as write_history
 from dfscan.train.metrics import (
-    binary_metrics,
-    calibrated_threshold,
-    per_generator,
     threshold_rule,
 )
-from dfscan.train.plots import plot_history
-from dfscan.train.predict import Predictions, predict, resolve_device
+from dfscan.train.predict import predict, resolve_device
 from dfscan.train.registry import create_model
 from dfscan.train.split import (
     SPLITS,
@@ -54,20 +50,6 @@ from dfscan.train.split import (
     read_split,
     split_hash,
     write_split,
-)
-
-HISTORY_FIELDS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_auc",
-    "lr",
-    "seconds",
-    "step_seconds",
-    "data_wait_seconds",
-    "skipped",
 )
 
 
@@ -145,61 +127,6 @@ def warn_duplicates(console: Console, duplicates: list[tuple[str, str]]) -> None
     )
 
 
-def make_loader(
-    ds: ImageDataset, batch_size: int, workers: int, shuffle: bool, seed: int
-) -> DataLoader:
-    per_batch = max(1, batch_size // ds.views_per_item)
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        ds,
-        batch_size=per_batch,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=collate,
-        generator=generator,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-        drop_last=False,
-    )
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-def calibrate(
-    preds: Predictions, samples: list[Sample], target_fpr: float = 0.0
-) -> tuple[float, dict[str, Any]]:
-    """The threshold on the validation predictions (see ``calibrated_threshold``) and the
-    metrics at that threshold."""
-    threshold = calibrated_threshold(preds.labels, preds.p_fake, target_fpr)
-    return threshold, split_metrics(preds, samples, threshold)
-
-
-def split_metrics(preds: Predictions, samples: list[Sample], threshold: float) -> dict[str, Any]:
-    gens = [samples[i].generator for i in preds.indices]
-    metrics = binary_metrics(preds.labels, preds.p_fake, threshold)
-    metrics["loss"] = preds.loss
-    metrics["per_generator"] = per_generator(preds.labels, preds.p_fake, gens, threshold)
-    return metrics
-
-
-def write_history(out: Path, history: list[dict[str, Any]]) -> None:
-    with (out / "history.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    plot_history(history, out / "loss.png")
-
-
 @dataclass
 class TrainResult:
     out: Path
@@ -210,16 +137,6 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
-@dataclass
-class _Progress:
-    """Where a run stands between epochs: carried over from last.ckpt when resuming."""
-
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    start: int = 0  # epochs already done
-
-
 def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     """Fine-tune on ``cfg.data``; each epoch goes to last.ckpt (to resume), the best by
     validation loss (or the last, ``keep``) to model.ckpt, which is then scored on test."""
@@ -227,6 +144,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)  # before anything is written
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and cfg.head_fit == "lbfgs":
+        raise DataError("head_fit lbfgs fits the head in one step: there is nothing to resume")
     resume_state = _resume_state(cfg) if cfg.resume else None
     data = _split_for_run(cfg, resumed=resume_state is not None, console=console)
 
@@ -239,7 +158,7 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     train_samples = data.subset("train") + _synthetic_fakes(cfg, data, console)
     train_set = ImageDataset(cfg.data, train_samples, preprocess, cfg.augment, cfg.seed)
     val_set = ImageDataset(cfg.data, data.subset("val"), preprocess, None, cfg.seed)
-    progress = _Progress()
+    progress = FitProgress()
     if resume_state is not None:
         progress = _restore(resume_state, model, optimizer)
         console.print(f"resuming after epoch {progress.start} of {cfg.epochs}")
@@ -257,7 +176,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         data=data.summary(),
         train_config=cfg.to_dict(),
     )
-    _fit(cfg, model, optimizer, train_set, val_set, device, progress, save, console)
+    fit = fit_lbfgs if cfg.head_fit == "lbfgs" else fit_sgd
+    fit(cfg, model, train_set, val_set, device, progress, save, console, optimizer=optimizer)
     return _finish(
         cfg, cfg.out, data, preprocess, device, progress.history, progress.best_epoch, console
     )
@@ -285,70 +205,15 @@ def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Opti
 
 def _restore(
     state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer
-) -> _Progress:
+) -> FitProgress:
     """Load last.ckpt's weights and optimizer state; where the run stood."""
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
-    return _Progress(
+    return FitProgress(
         history=list(state["history"]),
         best_loss=state["best_val_loss"],
         best_epoch=state["best_epoch"],
         start=int(state["epoch"]),
-    )
-
-
-def _fit(
-    cfg: TrainConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_set: ImageDataset,
-    val_set: ImageDataset,
-    device: torch.device,
-    progress: _Progress,
-    save: Callable[..., None],
-    console: Console,
-) -> None:
-    """The epochs left: train, validate and calibrate, write history.csv, model.ckpt when the
-    epoch is kept and last.ckpt every time."""
-    out, loss_fn = cfg.out, nn.CrossEntropyLoss()
-    train_loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)
-    val_loader = make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed)
-    for epoch in range(progress.start, cfg.epochs):
-        row = _train_epoch(model, train_loader, optimizer, loss_fn, device, epoch, cfg, console)
-        val = predict(model, val_loader, device)
-        threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr)
-        row |= {
-            "val_loss": val.loss,
-            "val_acc": val_metrics["accuracy"],
-            "val_auc": val_metrics["roc_auc"],
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        progress.history.append(row)
-        write_history(out, progress.history)
-        state = {"threshold": threshold, "metrics": {"val": val_metrics}, "epoch": epoch + 1}
-        # a validation split of a few dozen images is a noisy judge: "last" trusts the schedule
-        if val.loss < progress.best_loss or cfg.keep == "last":
-            progress.best_loss, progress.best_epoch = min(progress.best_loss, val.loss), epoch + 1
-            save(out / "model.ckpt", model, **state)
-        console.print(_epoch_line(row, cfg.epochs, best=progress.best_epoch == epoch + 1))
-        save(
-            out / "last.ckpt",
-            model,
-            **state,
-            optimizer=optimizer.state_dict(),
-            history=progress.history,
-            best_val_loss=progress.best_loss,
-            best_epoch=progress.best_epoch,
-        )
-
-
-def _epoch_line(row: dict[str, Any], epochs: int, best: bool) -> str:
-    """The log line of one epoch, from its history row."""
-    return (
-        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} "
-        f"acc {row['train_acc']:.3f}  val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} "
-        f"auc {num(row['val_auc'], NA)}  {row['step_seconds']:.2f} s/step "
-        f"(data wait {row['data_wait_seconds']:.2f})" + ("  [green]best[/]" if best else "")
     )
 
 
@@ -360,7 +225,7 @@ def _synthetic_fakes(cfg: TrainConfig, data: SplitData, console: Console) -> lis
 
     reals = [s for s in data.subset("train") if s.label == 0]
     started = time.perf_counter()
-    with _progress(console) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("synthetic fakes", total=len(reals), loss=0.0)
         fakes = make_fakes(
             cfg.data,
@@ -393,46 +258,6 @@ def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
     if mine != theirs:
         raise ModelError(f"cannot resume: {last} was trained with {theirs}, not {mine}")
     return state
-
-
-def _train_epoch(model, loader, optimizer, loss_fn, device, epoch, cfg, console) -> dict[str, Any]:
-    loader.dataset.set_epoch(epoch)
-    loader.generator.manual_seed(cfg.seed + epoch)
-    model.train()
-    steps = len(loader) if cfg.max_steps is None else min(len(loader), cfg.max_steps)
-    total_loss = correct = seen = skipped = 0
-    wait = compute = 0.0
-    started = tick = time.perf_counter()
-    with _progress(console) as progress:
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, loss=0.0)
-        for step, batch in enumerate(loader):
-            if step >= steps:
-                break
-            got = time.perf_counter()
-            wait += got - tick
-            skipped += len(batch["skipped"])
-            if len(batch["y"]):
-                x, y = batch["x"].to(device, non_blocking=True), batch["y"].to(device)
-                optimizer.zero_grad(set_to_none=True)
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-            tick = time.perf_counter()
-            compute += tick - got
-            progress.update(task, advance=1, loss=total_loss / max(seen, 1))
-    return {
-        "epoch": epoch + 1,
-        "train_loss": total_loss / max(seen, 1),
-        "train_acc": correct / max(seen, 1),
-        "seconds": time.perf_counter() - started,
-        "step_seconds": compute / max(steps, 1),
-        "data_wait_seconds": wait / max(steps, 1),
-        "skipped": skipped,
-    }
 
 
 def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) -> TrainResult:

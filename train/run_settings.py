@@ -15,7 +15,7 @@ from typing import Any
 from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.preprocess import MODES
 from dfscan.train.augment_config import AUGMENT_PRESETS
-from dfscan.train.config import GRID_FIELDS, KEEP, augment_name, setting_fields
+from dfscan.train.config import GRID_FIELDS, HEAD_FITS, KEEP, augment_name, setting_fields
 from dfscan.train.detector import STAGES, parse_train_layers
 from dfscan.train.registry import INPUTS, ArchSpec, get_spec
 from dfscan.train.synth import check_nets
@@ -65,7 +65,7 @@ def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
         "keep": s["keep"],
         "target_fpr": float(s["target_fpr"]),
         "recipe": s["recipe"],
-    }
+    } | c.later_settings()
 
 
 @dataclass
@@ -114,6 +114,19 @@ class _Checker:
         if self.s["keep"] not in KEEP:
             raise self.fail("keep", "use best or last")
 
+    def later_settings(self) -> dict[str, Any]:
+        """Settings added after the first grids ran (see :func:`hashed`)."""
+        s = self.s
+        if s["head_fit"] not in HEAD_FITS:
+            raise self.fail("head_fit", f"use one of {', '.join(HEAD_FITS)}")
+        if s["head_l2"] is not None:
+            self.number("head_l2", lambda v: v > 0, "must be a positive number (unset: CV)")
+        values = {
+            "head_fit": s["head_fit"],
+            "head_l2": None if s["head_l2"] is None else float(s["head_l2"]),
+        }
+        return values
+
     def synth(self) -> list[str]:
         s = self.s
         if isinstance(s["synth"], str):
@@ -137,3 +150,12 @@ class _Checker:
             raise self.fail("train_layers", exc.hint or exc.message) from None
         stages = [p for p in layers if p != "head"]
         return "all" if tuple(stages) == STAGES else ",".join(stages) or "head"
+
+
+LATER_KEYS = ("head_fit", "head_l2")
+
+
+def hashed(settings: dict[str, Any]) -> dict[str, Any]:
+    """What a run's hash covers: a setting added later counts only where the run changes it,
+    so every run made before it existed keeps its hash (and its folder, and --resume)."""
+    return {k: v for k, v in settings.items() if k not in LATER_KEYS or v != DEFAULTS[k]}
