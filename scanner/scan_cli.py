@@ -36,7 +36,8 @@ SCAN_HELP = (
     "Exit codes: 0 done (also when some files were unreadable); 1 an image was flagged fake "
     "and --fail-on-fake was given; 2 bad arguments, missing folder, no images found or a report "
     "file that cannot be used (exists, another model or threshold); 3 an optional extra is "
-    "missing (--engine ray); 4 unusable model; 5 device unavailable; 130 interrupted."
+    "missing (--engine ray); 4 unusable model; 5 device unavailable; 70 internal error (a bug; "
+    "--debug shows the traceback); 130 interrupted."
 )
 
 
