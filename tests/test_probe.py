@@ -121,8 +121,7 @@ def test_choose_l2_scores_each_penalty_on_held_out_folds():
     x = torch.randn(n, 20, generator=g, dtype=torch.float64)
     x[:, 0] += 0.8 * (labels * 2 - 1)
     folds = [(i // 2) % 3 for i in range(n)]
-    l2, cv = choose_l2(x, labels, folds, grid=(0.01, 1.0))
-    assert cv[l2] == max(cv.values())
+    _, cv = choose_l2(x, labels, folds, grid=(0.01, 1.0))
     fold = torch.tensor(folds)
     manual = []
     for f in range(3):
@@ -165,3 +164,22 @@ def test_a_training_run_with_head_fit_lbfgs(tiny_dataset, tmp_path):
     assert result.test["n"] > 0 and (out / "history.csv").is_file()
     with pytest.raises(Exception, match="nothing to resume"):
         train(TrainConfig(**{**cfg.__dict__, "resume": True}))
+
+
+def test_choose_l2_takes_the_strongest_penalty_within_one_standard_error(monkeypatch):
+    table = {0.1: [0.90, 0.92, 0.94], 1.0: [0.91, 0.90, 0.92], 10.0: [0.80, 0.82, 0.84]}
+    calls: list[int] = []
+
+    def fake_fit(feats, labels, l2, max_iter=500):
+        return torch.zeros(feats.shape[1]), torch.tensor(float(l2)), {}
+
+    def fake_auc(y, scores):
+        calls.append(1)
+        return table[round(float(scores[0]), 6)][(len(calls) - 1) % 3]
+
+    monkeypatch.setattr("dfscan.train.probe.fit_logistic", fake_fit)
+    monkeypatch.setattr("dfscan.train.probe.roc_auc", fake_auc)
+    labels = (torch.arange(30) % 2).long()
+    l2, cv = choose_l2(torch.zeros(30, 2), labels, [i // 10 for i in range(30)], tuple(table))
+    assert cv[0.1] == pytest.approx(0.92)  # the best mean, SE 0.0115
+    assert l2 == 1.0  # 0.91 is within one SE of it; 10's 0.82 is not
