@@ -108,19 +108,25 @@ class FitProgress:
     start: int = 0  # epochs already done
 
 
-def fit_sgd(
-    cfg: TrainConfig,
-    model: nn.Module,
-    train_set: ImageDataset,
-    val_set: ImageDataset,
-    device: torch.device,
-    progress: FitProgress,
-    save: Callable[..., None],
-    console: Console,
-    optimizer: torch.optim.Optimizer,
-) -> None:
+@dataclass
+class FitJob:
+    """What fitting a run needs, whichever way the head is fitted."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    train_set: ImageDataset
+    val_set: ImageDataset
+    device: torch.device
+    progress: FitProgress
+    save: Callable[..., None]  # save_checkpoint with the run's config and summaries bound
+    console: Console
+
+
+def fit_sgd(job: FitJob, optimizer: torch.optim.Optimizer) -> None:
     """The epochs left: train, validate and calibrate, write history.csv, model.ckpt when the
     epoch is kept and last.ckpt every time."""
+    cfg, model, train_set, val_set = job.cfg, job.model, job.train_set, job.val_set
+    device, progress, save, console = job.device, job.progress, job.save, job.console
     out, loss_fn = cfg.out, nn.CrossEntropyLoss()
     train_loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)
     val_loader = make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed)
@@ -203,19 +209,11 @@ def _train_epoch(model, loader, optimizer, loss_fn, device, epoch, cfg, console)
     }
 
 
-def fit_lbfgs(
-    cfg: TrainConfig,
-    model: nn.Module,
-    train_set: ImageDataset,
-    val_set: ImageDataset,
-    device: torch.device,
-    progress: FitProgress,
-    save: Callable[..., None],
-    console: Console,
-    optimizer: torch.optim.Optimizer | None = None,  # unused: nothing steps
-) -> None:
+def fit_lbfgs(job: FitJob) -> None:
     """``head_fit lbfgs``: the features of ``epochs`` augmented passes, one exact fit of the
     linear head (:mod:`dfscan.train.probe`), validated and saved as a single epoch."""
+    cfg, model, train_set, val_set = job.cfg, job.model, job.train_set, job.val_set
+    device, progress, save, console = job.device, job.progress, job.save, job.console
     from dfscan.train.probe import fit_head
 
     loader = make_loader(train_set, cfg.batch_size, cfg.workers, True, cfg.seed)

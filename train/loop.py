@@ -32,7 +32,7 @@ from dfscan.train.config import TrainConfig
 from dfscan.train.config import config_from_settings as config_from_settings
 from dfscan.train.data import ImageDataset
 from dfscan.train.dataset_folder import Sample, scan_dataset
-from dfscan.train.fitting import FitProgress, fit_lbfgs, fit_sgd, progress_bar
+from dfscan.train.fitting import FitJob, FitProgress, fit_lbfgs, fit_sgd, progress_bar
 from dfscan.train.fitting import calibrate as calibrate
 from dfscan.train.fitting import make_loader as make_loader
 from dfscan.train.fitting import split_metrics as split_metrics
@@ -176,8 +176,11 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
         data=data.summary(),
         train_config=cfg.to_dict(),
     )
-    fit = fit_lbfgs if cfg.head_fit == "lbfgs" else fit_sgd
-    fit(cfg, model, train_set, val_set, device, progress, save, console, optimizer=optimizer)
+    job = FitJob(cfg, model, train_set, val_set, device, progress, save, console)
+    if cfg.head_fit == "lbfgs":
+        fit_lbfgs(job)
+    else:
+        fit_sgd(job, optimizer)
     return _finish(
         cfg, cfg.out, data, preprocess, device, progress.history, progress.best_epoch, console
     )
