@@ -17,6 +17,7 @@ from dfscan.train.probe import (  # noqa: E402
     cv_folds,
     fit_head,
     fit_logistic,
+    platt,
     set_binary_head,
 )
 from dfscan.train.registry import create_model  # noqa: E402
@@ -183,3 +184,15 @@ def test_choose_l2_takes_the_strongest_penalty_within_one_standard_error(monkeyp
     l2, cv = choose_l2(torch.zeros(30, 2), labels, [i // 10 for i in range(30)], tuple(table))
     assert cv[0.1] == pytest.approx(0.92)  # the best mean, SE 0.0115
     assert l2 == 1.0  # 0.91 is within one SE of it; 10's 0.82 is not
+
+
+def test_platt_scaling_restores_probabilities_shrunk_by_the_penalty():
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.arange(400) % 2).long()
+    true_logit = 3.0 * (labels * 2 - 1) + torch.randn(400, generator=g) * 2
+    shrunk = true_logit * 0.05  # what a strong penalty leaves of it
+    a, c = platt(shrunk, labels)
+    assert 10 < a < 40 and abs(c) < 0.5  # about 1/0.05 × the calibration of the true logit
+    assert platt(torch.full((4,), float("nan")), labels[:4]) == (1.0, 0.0)
+    assert platt(-shrunk, labels) == (1.0, 0.0)  # no held-out signal: left as fitted
+    assert platt(true_logit * 5, labels) == (1.0, 0.0)  # never shrinks further

@@ -9,9 +9,10 @@ draw) are collected once, and the optimum of
 
     mean over views of balanced BCE(w·z + b) + l2 / 2 · ‖w‖²,   z = standardised features
 
-is found by L-BFGS. The standardisation is folded into the head's weights afterwards, so the
-exported graph computes exactly the fitted function. Classes are weighted equally (a folder
-with three times more reals must not move the boundary towards them).
+is found by L-BFGS. The standardisation, and a Platt scaling of the logits fitted on
+out-of-fold scores (so p_fake reads as a probability), are folded into the head's weights
+afterwards: the exported graph computes exactly the fitted function. Classes are weighted
+equally (a folder with three times more reals must not move the boundary towards them).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def set_binary_head(linear: nn.Linear, w: Tensor, b: Tensor) -> None:
         linear.bias.copy_(torch.stack([-b / 2, b / 2]))
 
 
+PLATT_MIN_AUC = 0.6  # below this, out-of-fold scores hold too little signal to set a scale
 L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 CV_FOLDS = 4
 
@@ -159,27 +161,73 @@ def choose_l2(
     the stronger penalty. Hence the one-standard-error rule (the simplest model the CV cannot
     tell from the best), not the argmax.
     """
+    fold_of, usable = _usable_folds(labels, folds)
+    if not usable:
+        return max(grid), {}
+    per_fold: dict[float, list[float]] = {}
+    for l2 in grid:
+        scores = out_of_fold_scores(feats, labels, folds, l2)
+        per_fold[l2] = [
+            roc_auc(labels[fold_of == f].numpy(), scores[fold_of == f].numpy()) for f in usable
+        ]
+    means = {l2: sum(a) / len(a) for l2, a in per_fold.items()}
+    best = max(means, key=lambda l2: (means[l2], l2))
+    aucs = torch.tensor(per_fold[best], dtype=torch.float64)
+    se = float(aucs.std() / len(aucs) ** 0.5) if len(aucs) > 1 else 0.0
+    return max(l2 for l2, m in means.items() if m >= means[best] - se - 1e-12), means
+
+
+def _usable_folds(labels: Tensor, folds: Sequence[int]) -> tuple[Tensor, list[int]]:
+    """The folds that hold both classes and leave both to train on."""
     fold_of = torch.tensor(list(folds))
     usable = [
         f
         for f in sorted(set(folds))
         if labels[fold_of == f].unique().numel() == 2 and labels[fold_of != f].unique().numel() == 2
     ]
-    if not usable:
-        return max(grid), {}
-    per_fold: dict[float, list[float]] = {}
-    for l2 in grid:
-        per_fold[l2] = []
-        for f in usable:
-            held = fold_of == f
-            w, b, _ = fit_logistic(feats[~held], labels[~held], l2, max_iter=200)
-            scores = (feats[held].float() @ w + b).numpy()
-            per_fold[l2].append(roc_auc(labels[held].numpy(), scores))
-    means = {l2: sum(a) / len(a) for l2, a in per_fold.items()}
-    best = max(means, key=lambda l2: (means[l2], l2))
-    aucs = torch.tensor(per_fold[best], dtype=torch.float64)
-    se = float(aucs.std() / len(aucs) ** 0.5) if len(aucs) > 1 else 0.0
-    return max(l2 for l2, m in means.items() if m >= means[best] - se - 1e-12), means
+    return fold_of, usable
+
+
+def out_of_fold_scores(feats: Tensor, labels: Tensor, folds: Sequence[int], l2: float) -> Tensor:
+    """Each view's score w·f + b from the fit that did not see its fold (NaN: fold unusable)."""
+    fold_of, usable = _usable_folds(labels, folds)
+    scores = torch.full((len(labels),), float("nan"))
+    for f in usable:
+        held = fold_of == f
+        w, b, _ = fit_logistic(feats[~held], labels[~held], l2, max_iter=200)
+        scores[held] = feats[held].float() @ w + b
+    return scores
+
+
+def platt(scores: Tensor, labels: Tensor) -> tuple[float, float]:
+    """(a, c) so that sigmoid(a·s + c) is a probability on held-out views (balanced classes).
+
+    A strong penalty shrinks the logits (l2 100 puts most p_fake within 0.45-0.55): ranking and
+    the threshold do not care, but a report reader does. Fitted on out-of-fold scores, so the
+    scale is that of images the head did not see, not the overconfident one of its own; left
+    at (1, 0) when those scores rank worse than ``PLATT_MIN_AUC`` or would shrink the logits
+    further (unseen generators the CV could not predict: no scale is honest then).
+    """
+    keep = ~torch.isnan(scores)
+    s, y = scores[keep].double(), labels[keep].double()
+    if len(y) < 4 or y.unique().numel() < 2 or roc_auc(y.numpy(), s.numpy()) < PLATT_MIN_AUC:
+        return 1.0, 0.0  # no held-out signal to scale to: leave the logits as fitted
+    weight = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    a = torch.ones((), dtype=torch.float64, requires_grad=True)
+    c = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a, c], max_iter=100, line_search_fn="strong_wolfe")
+    bce = nn.BCEWithLogitsLoss(weight=weight)
+
+    def objective() -> Tensor:
+        opt.zero_grad()
+        loss = bce(a * s + c, y)
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    if float(a.detach()) < 1.0:  # only undo the penalty's shrinkage, never shrink further
+        return 1.0, 0.0
+    return float(a.detach()), float(c.detach())
 
 
 def fit_head(
@@ -194,22 +242,26 @@ def fit_head(
     linear = check_probe(model)
     feats, labels, indices = collect_features(model, passes, device)
     cv: dict[float, float] = {}
+    views = [samples[i] for i in indices.tolist()]
+    folds = cv_folds([s.generator for s in views], [s.group for s in views])
     if l2 is None:
-        views = [samples[i] for i in indices.tolist()]
-        folds = cv_folds([s.generator for s in views], [s.group for s in views])
         l2, cv = choose_l2(feats, labels, folds)
     w, b, stats = fit_logistic(feats, labels, l2)
+    scale, shift = platt(out_of_fold_scores(feats, labels, folds, l2), labels)
+    w, b = w * scale, b * scale + shift
     stats["train_acc"] = float(((feats.float() @ w + b > 0).long() == labels).float().mean())
     set_binary_head(linear, w.to(linear.weight.device), b.to(linear.weight.device))
     chosen = "" if not cv else f", chosen by held-out-generator CV (1-SE rule; CV AUC {cv[l2]:.3f})"
     log(
         f"head fitted by L-BFGS on {len(labels)} views × {feats.shape[1]} features, "
         f"l2 {l2:g}{chosen}: objective {stats['objective']:.4f}, "
-        f"{stats['iterations']:.0f} iterations"
+        f"{stats['iterations']:.0f} iterations; logits ×{scale:.2f} {shift:+.2f} (Platt, "
+        "out of fold)"
     )
     return {
         **stats,
         "l2": l2,
+        "platt": [scale, shift],
         "cv_auc": {f"{k:g}": v for k, v in cv.items()},
         "views": len(labels),
         "features": int(feats.shape[1]),
