@@ -90,8 +90,11 @@ def test_fit_head_writes_a_head_that_ranks_the_training_views():
     }
     samples = [Sample(f"r{i}.png", 0, REAL, f"r{i}") for i in range(8)]
     samples += [Sample(f"f{i}.png", 1, f"gen{i % 4}", f"f{i}") for i in range(8)]
-    stats = fit_head(model, [[batch]], torch.device("cpu"), samples)
+    head = fit_head(model, [[batch]], torch.device("cpu"), samples)
+    stats = head.stats
     assert stats["views"] == 16 and stats["l2"] in L2_GRID and stats["cv_auc"]
+    assert len(head.oof_p_fake) == len(head.oof_labels) > 0  # views of usable folds
+    assert ((head.oof_p_fake >= 0) & (head.oof_p_fake <= 1)).all()
     with torch.no_grad():
         p = torch.softmax(model(batch["x"]), dim=1)[:, 1]
     assert p[8:].min() > p[:8].max()
@@ -156,8 +159,11 @@ def test_a_training_run_with_head_fit_lbfgs(tiny_dataset, tmp_path):
         workers=0,
         size=32,
         head_fit="lbfgs",
+        target_fpr=0.1,
     )
     result = train(cfg)
+    rule = load_checkpoint(out / "model.ckpt").threshold_rule
+    assert rule == "fpr0.1_on_val_and_out_of_fold_train_reals"
     assert result.best_epoch == 1 and len(result.history) == 1
     raw = torch.load(out / "model.ckpt", weights_only=True)
     assert raw["head_fit"]["l2"] in L2_GRID and raw["head_fit"]["views"] > 0

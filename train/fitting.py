@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,7 +25,12 @@ from dfscan.scanner.formatting import NA, num
 from dfscan.train.config import TrainConfig
 from dfscan.train.data import ImageDataset, collate
 from dfscan.train.dataset_folder import Sample
-from dfscan.train.metrics import binary_metrics, calibrated_threshold, per_generator
+from dfscan.train.metrics import (
+    binary_metrics,
+    calibrated_threshold,
+    per_generator,
+    threshold_rule,
+)
 from dfscan.train.plots import plot_history
 from dfscan.train.predict import Predictions, predict
 
@@ -225,9 +231,20 @@ def fit_lbfgs(job: FitJob) -> None:
             loader.generator.manual_seed(cfg.seed + epoch)
             yield loader
 
-    fit = fit_head(model, passes(), device, train_set.samples, cfg.head_l2, console.print)
+    head = fit_head(model, passes(), device, train_set.samples, cfg.head_l2, console.print)
+    fit = head.stats
     val = predict(model, make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed), device)
-    threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr)
+    rule = threshold_rule(cfg.target_fpr)
+    if cfg.target_fpr > 0 and (head.oof_labels == 0).any():
+        # a few dozen val reals set a noisy quantile: pool them with the training reals'
+        # out-of-fold scores (photos their fold's head never saw), several times as many
+        labels = np.concatenate([val.labels, head.oof_labels])
+        scores = np.concatenate([val.p_fake, head.oof_p_fake])
+        threshold = calibrated_threshold(labels, scores, cfg.target_fpr)
+        val_metrics = split_metrics(val, val_set.samples, threshold)
+        rule = f"fpr{cfg.target_fpr:g}_on_val_and_out_of_fold_train_reals"
+    else:
+        threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr)
     seconds = time.perf_counter() - started
     row = {
         "epoch": 1,
@@ -246,5 +263,5 @@ def fit_lbfgs(job: FitJob) -> None:
     progress.best_loss, progress.best_epoch = val.loss, 1
     write_history(cfg.out, progress.history)
     state = {"threshold": threshold, "metrics": {"val": val_metrics}, "epoch": 1}
-    save(cfg.out / "model.ckpt", model, **state, head_fit=fit)
+    save(cfg.out / "model.ckpt", model, **state, threshold_rule=rule, head_fit=fit)
     console.print(_epoch_line(row, 1, best=True))

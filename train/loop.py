@@ -279,14 +279,14 @@ def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) ->
     report = {
         "best_epoch": best_epoch,
         "threshold": threshold,
-        "threshold_rule": threshold_rule(cfg.target_fpr),
+        "threshold_rule": loaded.threshold_rule,
         "val": best["metrics"]["val"],
         "test": test_metrics,
         "data": data.summary(),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     console.print(
-        f"best epoch {best_epoch}: threshold {threshold:.3f} ({threshold_rule(cfg.target_fpr)}); "
+        f"best epoch {best_epoch}: threshold {threshold:.3f} ({loaded.threshold_rule}); "
         "test accuracy "
         f"{test_metrics['accuracy']:.3f}, AUC {num(test_metrics['roc_auc'], NA)}, "
         f"AP {num(test_metrics['ap'], NA)} → {out / 'model.ckpt'}"

@@ -18,8 +18,10 @@ equally (a folder with three times more reals must not move the boundary towards
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -237,7 +239,7 @@ def fit_head(
     samples: Sequence[Sample],
     l2: float | None = None,
     log: Callable[[str], None] = lambda _: None,
-) -> dict[str, Any]:
+) -> HeadFit:
     """Collect the features of every pass, pick l2 (unless given), fit the head into ``model``."""
     linear = check_probe(model)
     feats, labels, indices = collect_features(model, passes, device)
@@ -247,8 +249,10 @@ def fit_head(
     if l2 is None:
         l2, cv = choose_l2(feats, labels, folds)
     w, b, stats = fit_logistic(feats, labels, l2)
-    scale, shift = platt(out_of_fold_scores(feats, labels, folds, l2), labels)
+    oof = out_of_fold_scores(feats, labels, folds, l2)
+    scale, shift = platt(oof, labels)
     w, b = w * scale, b * scale + shift
+    seen = ~torch.isnan(oof)
     stats["train_acc"] = float(((feats.float() @ w + b > 0).long() == labels).float().mean())
     set_binary_head(linear, w.to(linear.weight.device), b.to(linear.weight.device))
     chosen = "" if not cv else f", chosen by held-out-generator CV (1-SE rule; CV AUC {cv[l2]:.3f})"
@@ -258,11 +262,25 @@ def fit_head(
         f"{stats['iterations']:.0f} iterations; logits ×{scale:.2f} {shift:+.2f} (Platt, "
         "out of fold)"
     )
-    return {
-        **stats,
-        "l2": l2,
-        "platt": [scale, shift],
-        "cv_auc": {f"{k:g}": v for k, v in cv.items()},
-        "views": len(labels),
-        "features": int(feats.shape[1]),
-    }
+    return HeadFit(
+        {
+            **stats,
+            "l2": l2,
+            "platt": [scale, shift],
+            "cv_auc": {f"{k:g}": v for k, v in cv.items()},
+            "views": len(labels),
+            "features": int(feats.shape[1]),
+        },
+        torch.sigmoid(oof[seen].double() * scale + shift).numpy(),
+        labels[seen].numpy(),
+    )
+
+
+@dataclass
+class HeadFit:
+    """The fit's numbers (kept in the checkpoint) and the out-of-fold p_fake of the training
+    views, on the final head's scale (for a threshold set on more reals than val holds)."""
+
+    stats: dict[str, Any]
+    oof_p_fake: np.ndarray
+    oof_labels: np.ndarray
