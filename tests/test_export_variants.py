@@ -366,7 +366,7 @@ def test_export_errors_are_one_line(
         ckpt = tmp_path / "nope.ckpt"
     elif case == "edited":
         data = torch.load(fft_checkpoint, weights_only=True)
-        data["config"]["spec"]["arch"] = "resnet50"  # without a new hash
+        data["config"]["spec"]["preprocess"]["size"] += 8  # without a new hash
         ckpt = tmp_path / "edited.ckpt"
         torch.save(data, ckpt)
     elif case == "foreign":
