@@ -48,7 +48,8 @@ RECIPES: dict[str, Recipe] = {
             "EfficientNet-Lite0 with its ImageNet weights (offline) kept frozen and read at every "
             "stage (per-channel mean and std), a linear head fitted exactly (L2 logistic "
             "regression by L-BFGS over 8 augmented passes, the penalty by held-out-generator CV "
-            "on the train split), the threshold at 5 % false positives on the validation reals, "
+            "on the train split), the threshold at 5 % false positives on the validation reals "
+            "pooled with the training reals' out-of-fold scores, "
             "native-pixel 224 crops, re-encoding/rescaling on both classes. Trains in minutes "
             "on a CPU. (lr, weight_decay and keep are the SGD head's: --head-fit sgd gives "
             "the recipe as it was before L-BFGS.)",
