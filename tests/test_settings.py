@@ -97,3 +97,17 @@ def test_options_override_the_recipe(tmp_path: Path, captured) -> None:
     )
     assert (cfg.arch, cfg.target_fpr, cfg.lr) == (robust.arch, robust.target_fpr, robust.lr)
     assert cfg.augment == robust.augment.with_changes(hflip=False)
+
+
+def test_settings_added_later_keep_the_hash_of_runs_made_before_them() -> None:
+    """A run that leaves head_fit/head_l2 at their defaults hashes as it did before they
+    existed (its folder, and --resume, still find it); setting one makes another run."""
+    from dfscan.train.grid import RunSpec
+    from dfscan.train.run_settings import LATER_KEYS, hashed
+
+    plain = canonical(resolve({}), "test")
+    assert set(LATER_KEYS) <= set(plain) and not set(LATER_KEYS) & set(hashed(plain))
+    lbfgs = canonical(resolve({"head_fit": "lbfgs"}), "test")
+    assert hashed(lbfgs)["head_fit"] == "lbfgs"
+    assert RunSpec(plain).key != RunSpec(lbfgs).key
+    assert RunSpec(plain).key == RunSpec({k: plain[k] for k in hashed(plain)}).key
