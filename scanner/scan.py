@@ -17,9 +17,7 @@ import hashlib
 import itertools
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -33,13 +31,12 @@ from dfscan.scanner.discovery import (
     discover,
 )
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.pipeline import Scored, default_workers, score
 from dfscan.scanner.preprocess import IMAGE_EXTENSIONS
-from dfscan.scanner.provenance import read_provenance
 from dfscan.scanner.report_html import ReportCollector, RunInfo, write_html
 from dfscan.scanner.reports import Row
-from dfscan.scanner.resume import Existing, check_reports, open_reports
+from dfscan.scanner.resume import Existing, OpenedReports, check_reports, open_reports
 from dfscan.scanner.runtime import Device
+from dfscan.scanner.scan_stream import local_stream
 from dfscan.scanner.sources import check_uri, discover_uri, is_uri
 from dfscan.scanner.tallies import Tallies
 
@@ -141,45 +138,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-ProvenanceCells = tuple[str | None, str | None]
-
-
-def provenance_cells(found: Found) -> ProvenanceCells:
-    """The ``provenance`` and ``provenance_detail`` cells of one file."""
-    if found.problem is not None:
-        return None, None
-    prov = read_provenance(found.path)
-    return prov.label, prov.detail_json()
-
-
-class _ProvenanceAhead:
-    """Reads provenance for the files the pipeline pulls, on ``workers`` threads (0: inline at
-    ``take``), and hands the results back in the same order. The window is as long as the
-    pipeline's own, so memory stays bounded."""
-
-    def __init__(self, workers: int) -> None:
-        self.pool = (
-            ThreadPoolExecutor(workers, thread_name_prefix="dfscan-provenance") if workers else None
-        )
-        self.window: deque[Future[ProvenanceCells] | Found] = deque()
-
-    def feed(self, files: Iterable[Found]) -> Iterator[Found]:
-        for found in files:
-            if self.pool is not None:
-                self.window.append(self.pool.submit(provenance_cells, found))
-            else:
-                self.window.append(found)
-            yield found
-
-    def take(self) -> ProvenanceCells:
-        item = self.window.popleft()
-        return item.result() if isinstance(item, Future) else provenance_cells(item)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -318,6 +276,24 @@ def _scan(
         retried=reports.retried,
         reports=[w.path for w in reports.writers],
     )
+    _stream_into(options, plan, ray_engine, progress, reports, count, result, notify)
+    if page is not None and options.html is not None:
+        result.html = write_html(page, _run_info(page, result), options.html)
+    return result
+
+
+def _stream_into(
+    options: ScanOptions,
+    plan: _Plan,
+    ray_engine: Any,
+    progress: ScanProgress | None,
+    reports: OpenedReports,
+    count: Callable[[Row], None],
+    result: ScanResult,
+    notify: Callable[[str], None],
+) -> None:
+    """Score what the reports do not hold yet, writing and counting each row as it comes."""
+    threshold, model_sha256 = plan.threshold, plan.model_sha256
     for path in reports.repaired:
         notify(f"{path}: dropped its last row, cut mid-write; that file is scanned again")
 
@@ -331,7 +307,9 @@ def _scan(
     if ray_engine is not None:
         stream, close = ray_engine.score(todo), lambda: None
     else:
-        stream, close = _local_stream(todo, detector, options)
+        stream, close = local_stream(
+            todo, plan.detector, options.batch_size, options.workers, options.provenance
+        )
     try:
         for scored, cells in stream:
             row = Row.from_scored(scored, threshold, model_sha256, *cells)
@@ -351,35 +329,6 @@ def _scan(
         result.elapsed_s = time.perf_counter() - start
         result.ignored, result.unlisted = plan.stats.ignored, plan.stats.unlisted
         result.duplicates = plan.stats.duplicates
-    if page is not None and options.html is not None:
-        result.html = write_html(page, _run_info(page, result), options.html)
-    return result
-
-
-Stream = Iterator[tuple[Scored, ProvenanceCells]]
-
-
-def _local_stream(
-    todo: Iterable[Found], detector: Detector, options: ScanOptions
-) -> tuple[Stream, Callable[[], None]]:
-    """The local engine: the decoding pool and batched ORT, provenance on its own threads."""
-    provenance = None
-    if options.provenance:
-        workers = default_workers() if options.workers is None else options.workers
-        provenance = _ProvenanceAhead(min(workers, 2))
-        todo = provenance.feed(todo)
-    scored_files = score(todo, detector, options.batch_size, options.workers)
-
-    def stream() -> Stream:
-        for scored in scored_files:
-            yield scored, provenance.take() if provenance is not None else (None, None)
-
-    def close() -> None:
-        scored_files.close()
-        if provenance is not None:
-            provenance.close()
-
-    return stream(), close
 
 
 def _start_ray(options: ScanOptions) -> Any:
