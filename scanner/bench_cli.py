@@ -150,7 +150,7 @@ def bench(
     if engine not in ("local", "ray"):
         raise typer.BadParameter("--engine is local or ray")
     if engine == "ray":
-        from dfscan.scanner.engine_ray import require
+        from dfscan.scanner.sources import require
 
         require("ray")
     common = dict(

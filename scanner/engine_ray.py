@@ -27,7 +27,7 @@ from itertools import islice
 from typing import Any
 
 from dfscan.scanner.discovery import Found
-from dfscan.scanner.errors import DataError, DfscanError, MissingExtra  # noqa: F401
+from dfscan.scanner.errors import DataError
 from dfscan.scanner.pipeline import Scored
 from dfscan.scanner.sources import require
 

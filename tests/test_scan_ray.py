@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from dfscan.scanner import engine_ray
 from dfscan.scanner.cli import app
 from dfscan.scanner.engine_ray import RayOptions
-from dfscan.scanner.errors import DataError
+from dfscan.scanner.errors import DataError, MissingExtra
 from dfscan.scanner.scan import ScanOptions, run_scan
+from dfscan.scanner.sources import require
 
 from .conftest import decompression_bomb_png, write_image
 from .onnx_models import grey
@@ -189,9 +190,7 @@ def test_cli_engine_ray(tmp_path, brightness_onnx, local_ray):
 
 def test_without_the_extra_ray_exits_3_with_the_hint(tmp_path, brightness_onnx, monkeypatch):
     def missing(module: str) -> None:
-        raise engine_ray.MissingExtra(
-            f"--engine ray needs {module}", hint='pip install "dfscan[ray]"'
-        )
+        raise MissingExtra(f"--engine ray needs {module}", hint='pip install "dfscan[ray]"')
 
     monkeypatch.setattr(engine_ray, "require", missing)
     write_image(tmp_path / "d" / "a.png", grey(9))
@@ -200,9 +199,9 @@ def test_without_the_extra_ray_exits_3_with_the_hint(tmp_path, brightness_onnx, 
     done = CliRunner().invoke(app, [*args, "--csv", str(out)])
     # (the CLI edge prints hints as Rich markup, which eats "[ray]": see the report)
     assert done.exit_code == 3 and "pip install" in done.output
-    with pytest.raises(engine_ray.MissingExtra) as info:
+    with pytest.raises(MissingExtra) as info:
         monkeypatch.undo()
-        engine_ray.require("dfscan_no_such_module")
+        require("dfscan_no_such_module")
     assert info.value.exit_code == 3 and info.value.hint == 'pip install "dfscan[ray]"'
     assert not out.exists()  # refused before any report was opened
 

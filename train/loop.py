@@ -37,9 +37,7 @@ from dfscan.train.fitting import calibrate as calibrate
 from dfscan.train.fitting import make_loader as make_loader
 from dfscan.train.fitting import split_metrics as split_metrics
 from dfscan.train.fitting import write_history as write_history
-from dfscan.train.metrics import (
-    threshold_rule,
-)
+from dfscan.train.metrics import threshold_rule
 from dfscan.train.predict import predict, resolve_device
 from dfscan.train.registry import create_model
 from dfscan.train.split import (
