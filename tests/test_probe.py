@@ -125,7 +125,7 @@ def test_choose_l2_scores_each_penalty_on_held_out_folds():
     x = torch.randn(n, 20, generator=g, dtype=torch.float64)
     x[:, 0] += 0.8 * (labels * 2 - 1)
     folds = [(i // 2) % 3 for i in range(n)]
-    _, cv = choose_l2(x, labels, folds, grid=(0.01, 1.0))
+    _, cv, _ = choose_l2(x, labels, folds, grid=(0.01, 1.0))
     fold = torch.tensor(folds)
     manual = []
     for f in range(3):
@@ -138,7 +138,7 @@ def test_choose_l2_scores_each_penalty_on_held_out_folds():
 def test_choose_l2_breaks_ties_towards_the_simpler_model():
     labels = (torch.arange(40) % 2).long()
     x = torch.stack([labels * 10.0 - 5, torch.zeros(40)], 1).double()  # separable at any l2
-    l2, cv = choose_l2(x, labels, [(i // 2) % 2 for i in range(40)], grid=(0.1, 1.0, 10.0))
+    l2, cv, _ = choose_l2(x, labels, [(i // 2) % 2 for i in range(40)], grid=(0.1, 1.0, 10.0))
     assert set(cv.values()) == {1.0} and l2 == 10.0
 
 
@@ -146,18 +146,16 @@ def test_a_training_run_with_head_fit_lbfgs(tiny_dataset, tmp_path):
     from dfscan.train.checkpoint import load_checkpoint
     from dfscan.train.loop import TrainConfig, train
 
+    from .test_train import tiny_config
+
     out = tmp_path / "run"
-    cfg = TrainConfig(
-        data=tiny_dataset,
-        out=out,
+    cfg = tiny_config(
+        tiny_dataset,
+        out,
         arch="efficientnet_lite0_stats",
         input="spatial",
-        weights="none",
         train_layers="head",
         epochs=2,  # two augmented passes, one fit
-        batch_size=8,
-        workers=0,
-        size=32,
         head_fit="lbfgs",
         target_fpr=0.1,
     )
@@ -187,7 +185,7 @@ def test_choose_l2_takes_the_strongest_penalty_within_one_standard_error(monkeyp
     monkeypatch.setattr("dfscan.train.probe.fit_logistic", fake_fit)
     monkeypatch.setattr("dfscan.train.probe.roc_auc", fake_auc)
     labels = (torch.arange(30) % 2).long()
-    l2, cv = choose_l2(torch.zeros(30, 2), labels, [i // 10 for i in range(30)], tuple(table))
+    l2, cv, _ = choose_l2(torch.zeros(30, 2), labels, [i // 10 for i in range(30)], tuple(table))
     assert cv[0.1] == pytest.approx(0.92)  # the best mean, SE 0.0115
     assert l2 == 1.0  # 0.91 is within one SE of it; 10's 0.82 is not
 

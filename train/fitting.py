@@ -88,11 +88,17 @@ def progress_bar(console: Console) -> Progress:
 
 
 def calibrate(
-    preds: Predictions, samples: list[Sample], target_fpr: float = 0.0
+    preds: Predictions,
+    samples: list[Sample],
+    target_fpr: float = 0.0,
+    also: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, dict[str, Any]]:
-    """The threshold on the validation predictions (see ``calibrated_threshold``) and the
-    metrics at that threshold."""
-    threshold = calibrated_threshold(preds.labels, preds.p_fake, target_fpr)
+    """The threshold on the validation predictions (see ``calibrated_threshold``), pooled with
+    ``also`` (more held-out (p_fake, labels)) when given, and the validation metrics at it."""
+    labels, scores = preds.labels, preds.p_fake
+    if also is not None:
+        scores, labels = np.concatenate([scores, also[0]]), np.concatenate([labels, also[1]])
+    threshold = calibrated_threshold(labels, scores, target_fpr)
     return threshold, split_metrics(preds, samples, threshold)
 
 
@@ -234,17 +240,12 @@ def fit_lbfgs(job: FitJob) -> None:
     head = fit_head(model, passes(), device, train_set.samples, cfg.head_l2, console.print)
     fit = head.stats
     val = predict(model, make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed), device)
-    rule = threshold_rule(cfg.target_fpr)
-    if cfg.target_fpr > 0 and (head.oof_labels == 0).any():
-        # a few dozen val reals set a noisy quantile: pool them with the training reals'
-        # out-of-fold scores (photos their fold's head never saw), several times as many
-        labels = np.concatenate([val.labels, head.oof_labels])
-        scores = np.concatenate([val.p_fake, head.oof_p_fake])
-        threshold = calibrated_threshold(labels, scores, cfg.target_fpr)
-        val_metrics = split_metrics(val, val_set.samples, threshold)
-        rule = f"fpr{cfg.target_fpr:g}_on_val_and_out_of_fold_train_reals"
-    else:
-        threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr)
+    # a few dozen val reals set a noisy quantile: pool them with the training reals'
+    # out-of-fold scores (photos their fold's head never saw), several times as many
+    pooled = cfg.target_fpr > 0 and bool((head.oof_labels == 0).any())
+    also = (head.oof_p_fake, head.oof_labels) if pooled else None
+    threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr, also)
+    rule = threshold_rule(cfg.target_fpr, pooled)
     seconds = time.perf_counter() - started
     row = {
         "epoch": 1,

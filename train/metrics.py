@@ -24,9 +24,13 @@ from dfscan.train.dataset_folder import REAL
 THRESHOLD_RULE = "eer_on_val"  # stored next to the threshold in checkpoints and reports
 
 
-def threshold_rule(target_fpr: float) -> str:
-    """The rule's name: EER, or a false-positive rate on the validation reals."""
-    return THRESHOLD_RULE if target_fpr <= 0 else f"fpr{target_fpr:g}_on_val_reals"
+def threshold_rule(target_fpr: float, with_train_reals: bool = False) -> str:
+    """The rule's name: EER, or a false-positive rate on the validation reals (pooled with the
+    training reals' out-of-fold scores, for an exactly fitted head)."""
+    if target_fpr <= 0:
+        return THRESHOLD_RULE
+    reals = "val_and_out_of_fold_train_reals" if with_train_reals else "val_reals"
+    return f"fpr{target_fpr:g}_on_{reals}"
 
 
 def calibrated_threshold(y: np.ndarray, p: np.ndarray, target_fpr: float = 0.0) -> float:

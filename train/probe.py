@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from dfscan.scanner.errors import ModelError
-from dfscan.scanner.labels import REAL
+from dfscan.scanner.labels import is_fake_generator
 from dfscan.train.dataset_folder import Sample
 from dfscan.train.detector import Detector, RunningStandardize
 from dfscan.train.robustness import roc_auc
@@ -89,6 +89,11 @@ def collect_features(
     return feats, torch.cat(labels).cpu(), torch.cat(indices).cpu()
 
 
+def balanced_weights(y: Tensor) -> Tensor:
+    """Per-view BCE weights that give both classes half the loss, whatever their counts."""
+    return torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+
+
 def fit_logistic(
     feats: Tensor, labels: Tensor, l2: float, max_iter: int = 500
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
@@ -99,7 +104,7 @@ def fit_logistic(
     std = feats.std(0).clamp_min(1e-6)
     z = (feats - mean) / std
     y = labels.double()
-    weight = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))  # balanced classes
+    weight = balanced_weights(y)
     w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
@@ -136,24 +141,24 @@ CV_FOLDS = 4
 
 def cv_folds(generators: Sequence[str], groups: Sequence[str], k: int = CV_FOLDS) -> list[int]:
     """A fold per view: fakes by generator (whole generators held out, as unseen ones will
-    be), reals by group (crops and passes of one photo stay together). Deterministic."""
-    fakes = sorted({g for g, grp in zip(generators, groups, strict=True) if g != REAL})
-    by_generator = {g: i % k for i, g in enumerate(fakes)}
-    real_groups = sorted({grp for g, grp in zip(generators, groups, strict=True) if g == REAL})
-    by_group = {grp: i % k for i, grp in enumerate(real_groups)}
-    if len(fakes) < 2:  # one generator: hold out its groups instead
-        fake_groups = sorted({grp for g, grp in zip(generators, groups, strict=True) if g != REAL})
-        by_group |= {grp: i % k for i, grp in enumerate(fake_groups)}
-        return [by_group[grp] for grp in groups]
-    return [
-        by_group[grp] if g == REAL else by_generator[g]
-        for g, grp in zip(generators, groups, strict=True)
+    be), reals by group (crops and passes of one photo stay together); with one generator,
+    fakes by group too. Reals and fakes are dealt round the folds separately. Deterministic."""
+    fake = [is_fake_generator(g) for g in generators]
+    per_generator = len({g for g, f in zip(generators, fake, strict=True) if f}) >= 2
+    keys = [
+        (f, g if f and per_generator else grp)
+        for g, grp, f in zip(generators, groups, fake, strict=True)
     ]
+    fold: dict[tuple[bool, str], int] = {}
+    for cls in (False, True):
+        for i, key in enumerate(sorted({key for key in keys if key[0] == cls})):
+            fold[key] = i % k
+    return [fold[key] for key in keys]
 
 
 def choose_l2(
     feats: Tensor, labels: Tensor, folds: Sequence[int], grid: Sequence[float] = L2_GRID
-) -> tuple[float, dict[float, float]]:
+) -> tuple[float, dict[float, float], Tensor | None]:
     """The strongest penalty within one standard error of the best held-out-generator AUC.
 
     Cross-validation on the training split holds out whole generators, as unseen ones will be;
@@ -161,22 +166,25 @@ def choose_l2(
     sides), so the CV curve is flat where unseen families are not: on the dev kit the CV AUC
     moved by 0.005 between l2 0.01 and 10 while the held-out-family AUC moved by 0.06, towards
     the stronger penalty. Hence the one-standard-error rule (the simplest model the CV cannot
-    tell from the best), not the argmax.
+    tell from the best), not the argmax. Also returns the chosen penalty's out-of-fold
+    scores (None when no fold was usable), so they are not fitted twice.
     """
     fold_of, usable = _usable_folds(labels, folds)
     if not usable:
-        return max(grid), {}
+        return max(grid), {}, None
     per_fold: dict[float, list[float]] = {}
+    oof: dict[float, Tensor] = {}
     for l2 in grid:
-        scores = out_of_fold_scores(feats, labels, folds, l2)
+        oof[l2] = out_of_fold_scores(feats, labels, folds, l2)
         per_fold[l2] = [
-            roc_auc(labels[fold_of == f].numpy(), scores[fold_of == f].numpy()) for f in usable
+            roc_auc(labels[fold_of == f].numpy(), oof[l2][fold_of == f].numpy()) for f in usable
         ]
     means = {l2: sum(a) / len(a) for l2, a in per_fold.items()}
     best = max(means, key=lambda l2: (means[l2], l2))
     aucs = torch.tensor(per_fold[best], dtype=torch.float64)
     se = float(aucs.std() / len(aucs) ** 0.5) if len(aucs) > 1 else 0.0
-    return max(l2 for l2, m in means.items() if m >= means[best] - se - 1e-12), means
+    chosen = max(l2 for l2, m in means.items() if m >= means[best] - se - 1e-12)
+    return chosen, means, oof[chosen]
 
 
 def _usable_folds(labels: Tensor, folds: Sequence[int]) -> tuple[Tensor, list[int]]:
@@ -214,7 +222,7 @@ def platt(scores: Tensor, labels: Tensor) -> tuple[float, float]:
     s, y = scores[keep].double(), labels[keep].double()
     if len(y) < 4 or y.unique().numel() < 2 or roc_auc(y.numpy(), s.numpy()) < PLATT_MIN_AUC:
         return 1.0, 0.0  # no held-out signal to scale to: leave the logits as fitted
-    weight = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    weight = balanced_weights(y)
     a = torch.ones((), dtype=torch.float64, requires_grad=True)
     c = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([a, c], max_iter=100, line_search_fn="strong_wolfe")
@@ -246,10 +254,12 @@ def fit_head(
     cv: dict[float, float] = {}
     views = [samples[i] for i in indices.tolist()]
     folds = cv_folds([s.generator for s in views], [s.group for s in views])
+    oof = None
     if l2 is None:
-        l2, cv = choose_l2(feats, labels, folds)
+        l2, cv, oof = choose_l2(feats, labels, folds)
+    if oof is None:
+        oof = out_of_fold_scores(feats, labels, folds, l2)
     w, b, stats = fit_logistic(feats, labels, l2)
-    oof = out_of_fold_scores(feats, labels, folds, l2)
     scale, shift = platt(oof, labels)
     w, b = w * scale, b * scale + shift
     seen = ~torch.isnan(oof)
