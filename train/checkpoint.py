@@ -153,7 +153,9 @@ def _upgrade_v1(data: dict[str, Any], source: str) -> dict[str, Any]:
         )
     size, mode = int(old["preprocess"]["size"]), old["preprocess"]["mode"]
     threshold = data.pop("threshold", None)
-    rule = data.pop("threshold_rule", None) or ("unrecorded" if threshold else UNCALIBRATED)
+    rule = data.pop("threshold_rule", None) or (
+        "unrecorded" if threshold is not None else UNCALIBRATED
+    )
     spec = legacy_spec(
         old["arch"],
         variant,
