@@ -19,6 +19,7 @@ import typer
 
 from dfscan.scanner import __version__
 from dfscan.scanner.bench_cli import bench
+from dfscan.scanner.calibrate_cli import CALIBRATE_HELP, calibrate
 from dfscan.scanner.cli_support import debug_enabled, err_console, set_debug
 from dfscan.scanner.errors import first_line
 from dfscan.scanner.report_cli import report
@@ -55,6 +56,7 @@ def _root(
 app.command("scan", help=SCAN_HELP)(scan)
 app.command("bench")(bench)
 app.command("report")(report)
+app.command("calibrate", help=CALIBRATE_HELP)(calibrate)
 
 
 def _load_plugins() -> None:
