@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
 
@@ -110,7 +111,8 @@ def print_export(result: ExportResult) -> None:
     meta = result.meta
     console.print(
         f"{meta.arch} {meta.input} {meta.size}² {meta.precision}, threshold "
-        f"{meta.threshold:.3f} → {result.onnx_path} ({file_size(result.onnx_bytes)})"
+        f"{meta.threshold:.3f} → {result.onnx_path} ({file_size(result.onnx_bytes)})",
+        markup=False,
     )
     matched = result.int8_threshold
     if matched is not None:
@@ -122,11 +124,11 @@ def print_export(result: ExportResult) -> None:
         )
     if result.torchscript_path is not None and result.torchscript_bytes is not None:
         size = file_size(result.torchscript_bytes)
-        console.print(f"TorchScript → {result.torchscript_path} ({size})")
+        console.print(f"TorchScript → {result.torchscript_path} ({size})", markup=False)
     if result.parity is not None:
         console.print(result.parity.table())
         for note in result.parity.notes:
-            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 @report_errors

@@ -52,7 +52,8 @@ def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except ModuleNotFoundError as exc:
             if debug_enabled() or exc.name not in EXTRAS:
                 raise
-            err_console.print(f"[bold red]error:[/] this command needs {exc.name}, not installed")
+            need = escape(f"this command needs {exc.name}, not installed")
+            err_console.print(f"[bold red]error:[/] {need}")
             hint = escape(f'pip install "dfscan[{EXTRAS[exc.name]}]"')
             err_console.print(f"[dim]hint:[/] {hint}")
             raise typer.Exit(3) from None

@@ -29,5 +29,6 @@ def report(
     err_console.print(
         f"wrote {html}: {total.images + total.errors} files, {total.flagged} flagged fake, "
         f"{total.errors} errors",
+        markup=False,
         highlight=False,
     )

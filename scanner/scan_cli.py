@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
 from dfscan.scanner.discovery import ROOT_GENERATOR
@@ -179,31 +180,35 @@ def summary_notes(result: ScanResult) -> list[str]:
 
 
 def print_summary(result: ScanResult) -> None:
+    """The table and its notes. Names (model, generator folders, what files declare) are the
+    user's: printed as text, never read as Rich markup (a folder ``[red]x`` stays ``[red]x``)."""
     header, rows, total = summary_rows(result)
     title = f"{result.model.name} · threshold {result.threshold:g}"
     if not console.is_terminal:
-        console.print(title, highlight=False, soft_wrap=True)
-        console.print(plain_table(header, rows, total), highlight=False, soft_wrap=True)
+        console.print(title, markup=False, highlight=False, soft_wrap=True)
+        table_text = plain_table(header, rows, total)
+        console.print(table_text, markup=False, highlight=False, soft_wrap=True)
         for line in summary_notes(result):
-            console.print(line, highlight=False, soft_wrap=True)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*map(escape, r))
     table.add_section()
-    table.add_row(*total, style="bold")
+    table.add_row(*map(escape, total), style="bold")
     console.print(table)
     for line in summary_notes(result):
-        console.print(line, highlight=False)
+        console.print(line, markup=False, highlight=False)
 
 
 def _notes(result: ScanResult, quiet: bool) -> None:
     for folder, reason in result.unlisted:
-        err_console.print(f"[yellow]warning:[/] could not list {folder}: {reason}", highlight=False)
+        what = escape(f"could not list {folder}: {reason}")
+        err_console.print(f"[yellow]warning:[/] {what}", highlight=False)
     if quiet:
         return
     if result.animated:
@@ -225,6 +230,7 @@ def _notes(result: ScanResult, quiet: bool) -> None:
     err_console.print(
         f"scanned {_n(result.scanned, 'file')}{resumed} in {result.elapsed_s:.1f} s{rate} "
         f"on {result.provider}{reports}",
+        markup=False,
         highlight=False,
     )
 
@@ -386,7 +392,7 @@ def _check_report_flags(resume: bool, overwrite: bool, retry_errors: bool) -> No
 
 
 def _warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _run_with_bar(options: ScanOptions, quiet: bool) -> ScanResult:
@@ -400,7 +406,7 @@ def _run_with_bar(options: ScanOptions, quiet: bool) -> ScanResult:
     except KeyboardInterrupt:
         written = [p for p in (options.csv, options.jsonl) if p is not None]
         where = f"; rows so far are in {', '.join(map(str, written))}" if written else ""
-        err_console.print(f"[yellow]interrupted[/]{where} (continue with --resume)")
+        err_console.print(f"[yellow]interrupted[/]{escape(where)} (continue with --resume)")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         if bar is not None:
