@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
 
@@ -40,7 +41,8 @@ def models() -> None:
     for name in list_models():
         spec = get_spec(name)
         norm = f"{spec.mean[0]:g},{spec.mean[1]:g},{spec.mean[2]:g} / {spec.std[0]:g},…"
-        table.add_row(name, ",".join(spec.default_train_layers), norm, spec.description)
+        cells = (name, ",".join(spec.default_train_layers), norm, spec.description)
+        table.add_row(*map(escape, cells))  # "[lite] extra" is text, not markup
     console.print(table)
 
 
@@ -58,7 +60,7 @@ def demo_data(
 
     summary = build_demo_dataset(out, seed=seed, n_real=n_real, size=size)
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
-    console.print(f"demo dataset in {summary.root}: {counts}")
+    console.print(f"demo dataset in {summary.root}: {counts}", markup=False)
 
 
 KIND = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -208,7 +210,7 @@ def _print_recipes() -> None:
         settings = "\n".join(
             f"{k} = {','.join(v) if isinstance(v, tuple) else v}" for k, v in r.settings.items()
         )
-        table.add_row(r.name, settings, r.about)
+        table.add_row(escape(r.name), escape(settings), escape(r.about))
     console.print(table)
 
 
@@ -256,7 +258,6 @@ def explain(
     device: DeviceOpt = "auto",
 ) -> None:
     """Grad-CAM of the 'fake' class at each layer: one PNG per image, p_fake in the title."""
-    from rich.markup import escape
     from rich.table import Table
 
     from dfscan.train.explain import explain as run_explain
@@ -349,7 +350,8 @@ def _dry_run(out: Path, grid: Grid) -> None:
     """The grid's runs and how far each got in ``out``; nothing is trained."""
     from dfscan.train.results_table import collect_rows, markdown_table
 
-    console.print(f"grid {grid.name} ({grid.mode}): {len(grid.expand())} runs", soft_wrap=True)
+    line = f"grid {grid.name} ({grid.mode}): {len(grid.expand())} runs"
+    console.print(line, markup=False, soft_wrap=True)
     rows = collect_rows(out, grid.expand())
     console.print(markdown_table(rows), markup=False, highlight=False, soft_wrap=True)
 
@@ -366,13 +368,13 @@ def _run_grid(
         result = run_experiments(data, out, grid, workers, device, cam_images, seed, err_console)
     except KeyboardInterrupt:
         err_console.print(
-            f"[yellow]interrupted[/]; finished runs are in {out}/results.md "
+            f"[yellow]interrupted[/]; finished runs are in {escape(str(out))}/results.md "
             "(run the same command again to continue)"
         )
         raise typer.Exit(130) from None
     console.print(markdown_table(result.rows), markup=False, highlight=False, soft_wrap=True)
     failed = f", [red]{len(result.failed)} failed[/]" if result.failed else ""
-    files = f"{result.csv}, {result.markdown}, {result.html}"
+    files = escape(f"{result.csv}, {result.markdown}, {result.html}")
     runs = f"{len(result.rows)} run{'s' if len(result.rows) != 1 else ''}"
     console.print(f"{runs}{failed} → {files}", soft_wrap=True)
     if result.all_failed:
@@ -391,7 +393,7 @@ def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed) ->
         err_console.print("[yellow]interrupted[/]; run the same command again to continue")
         raise typer.Exit(130) from None
     console.print(markdown(result.rows), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"→ {result.csv}, {result.markdown}, {result.html}", soft_wrap=True)
+    console.print(f"→ {result.csv}, {result.markdown}, {result.html}", markup=False, soft_wrap=True)
     if result.all_failed:
         err_console.print("[red]every fold failed[/]; see the error column")
         raise typer.Exit(1)
