@@ -21,7 +21,7 @@ import numpy as np
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.preprocess import PreprocessConfig, decode_for, prepare
+from dfscan.scanner.preprocess import PreprocessConfig, decode_prepared
 from dfscan.scanner.runtime import available_cores
 
 
@@ -55,16 +55,16 @@ class Scored:
 def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
     """Decode and prepare one file; a file that is not a usable image becomes ``error``.
 
-    Only :class:`DataError` is the image's own fault: :func:`decode_rgb` turns what Pillow's
-    decoders raise on broken, truncated or unsupported files into one. Anything else (a
-    TypeError in preparing the crop, say) is a bug in dfscan and stops the scan instead of
-    hiding in thousands of error rows.
+    In crop mode only the region the crop reads is decoded where that is possible
+    (:func:`decode_prepared`: the same pixels). Only :class:`DataError` is the image's own
+    fault: :func:`decode_rgb` turns what Pillow's decoders raise on broken, truncated or
+    unsupported files into one. Anything else (a TypeError in preparing the crop, say) is a bug
+    in dfscan and stops the scan instead of hiding in thousands of error rows.
     """
     if found.problem is not None:
         return Decoded(found, error=found.problem)
     try:
-        img, info = decode_for(found.path, cfg)
-        pixels = prepare(img, cfg)
+        pixels, info = decode_prepared(found.path, cfg)
     except DataError as exc:
         return Decoded(found, error=exc.message)
     return Decoded(found, pixels, info.width, info.height, info.format, info.animated)

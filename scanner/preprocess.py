@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from dfscan.scanner import decode_region as region
 from dfscan.scanner.errors import DataError
 
 Mode = Literal["crop", "resize"]
@@ -171,19 +174,25 @@ def decode_rgb(
         return rgb, SourceInfo(*rgb.size, source.format, bool(getattr(source, "is_animated", 0)))
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    with _readable(), Image.open(source) as im:
+        animated = bool(getattr(im, "is_animated", False))
+        im.seek(0)  # animated GIF/WebP: the first frame
+        width, height = im.size
+        if im.getexif().get(ORIENTATION_TAG, 1) in _SWAPS_SIDES:
+            width, height = height, width
+        if draft_side is not None and im.format == "JPEG":
+            im.draft(None, (draft_side, draft_side))
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to turn
+        rgb = to_rgb(im, background)
+        return rgb, SourceInfo(width, height, im.format, animated)
+
+
+@contextmanager
+def _readable() -> Iterator[None]:
+    """Pillow's and the OS's exceptions for a file that is not a usable image → DataError."""
     try:
-        with Image.open(source) as im:
-            animated = bool(getattr(im, "is_animated", False))
-            im.seek(0)  # animated GIF/WebP: the first frame
-            width, height = im.size
-            if im.getexif().get(ORIENTATION_TAG, 1) in _SWAPS_SIDES:
-                width, height = height, width
-            if draft_side is not None and im.format == "JPEG":
-                im.draft(None, (draft_side, draft_side))
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # no copy when there is nothing to turn
-            rgb = to_rgb(im, background)
-            return rgb, SourceInfo(width, height, im.format, animated)
+        yield
     except Image.DecompressionBombError as exc:
         raise DataError(f"refused, possible decompression bomb: {exc}") from exc
     except OSError as exc:
@@ -276,7 +285,124 @@ def load_image(
     source: ImageSource, cfg: PreprocessConfig, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """Decode and prepare in one call: what the scanner feeds the model."""
+    if rng is None:
+        return decode_prepared(source, cfg)[0]
     return prepare(decode_for(source, cfg)[0], cfg, rng)
+
+
+def decode_prepared(source: ImageSource, cfg: PreprocessConfig) -> tuple[np.ndarray, SourceInfo]:
+    """``prepare(decode_for(source, cfg))`` and the file's info, decoding only what it reads.
+
+    In crop mode a JPEG (through libturbojpeg, when the system has it) or a plain PNG is
+    decoded in the region the centred crop reads (:mod:`dfscan.scanner.decode_region`); the
+    pixels are bit-identical to decoding everything, and whatever that path does not cover
+    takes the full decode. Training calls :func:`decode_for` and :func:`prepare` itself (its
+    crops are random), which give the same pixels.
+    """
+    if cfg.mode == "crop" and region.fast_decode_enabled():
+        done, read = _decode_centre_crop(source, cfg)
+        if done is not None:
+            return done
+        source = source if read is None else read  # not read twice
+    img, info = decode_for(source, cfg)
+    return prepare(img, cfg), info
+
+
+def _read_head(source: ImageSource) -> tuple[bytes | None, str | Path | None]:
+    """(bytes of a bytes source, or None; path of a path source, or None)."""
+    if isinstance(source, bytes):
+        return source, None
+    if isinstance(source, str | Path):
+        return None, source
+    return None, None  # open files and Pillow images take the full decode
+
+
+def _decode_centre_crop(
+    source: ImageSource, cfg: PreprocessConfig
+) -> tuple[tuple[np.ndarray, SourceInfo] | None, bytes | None]:
+    """(the crop and info, or None: take the full decode; the file's bytes if they were read).
+
+    An error while reading or decoding also means the full decode: it raises the DataError it
+    always raised, with the same message (one that names the file, not a buffer).
+    """
+    data, path = _read_head(source)
+    if data is None and path is None:
+        return None, None
+    try:
+        if data is None:
+            assert path is not None
+            with open(path, "rb") as f:
+                magic = f.read(len(region.PNG_MAGIC))
+                if not magic.startswith(region.JPEG_MAGIC) and magic != region.PNG_MAGIC:
+                    return None, None  # another format: the full decode opens it
+                if magic.startswith(region.JPEG_MAGIC) and region.turbojpeg() is None:
+                    return None, None
+                data = magic + f.read()
+        if data.startswith(region.JPEG_MAGIC):
+            got = _jpeg_region(data, cfg)
+        elif data.startswith(region.PNG_MAGIC):
+            got = _png_region(data, cfg)
+        else:
+            return None, data
+    except (
+        Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError, IndexError,
+        struct.error,
+    ):  # fmt: skip
+        return None, None
+    if got is None:
+        return None, data
+    pixels, orientation, info = got
+    arr = region.orient(pixels, orientation)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)  # what Pillow's L → RGB does
+    return (np.ascontiguousarray(_pad_to(arr, cfg.size, cfg.padding)), info), data
+
+
+def _oriented(im: Image.Image) -> tuple[int, int, int]:
+    """(orientation, displayed width, displayed height), as ``exif_transpose`` will see them."""
+    orientation = Image.Image.getexif(im).get(ORIENTATION_TAG, 1)  # no load (PngImageFile's does)
+    w, h = im.size
+    return (orientation, h, w) if orientation in _SWAPS_SIDES else (orientation, w, h)
+
+
+Region = tuple[np.ndarray, int, SourceInfo]  # stored pixels of the box (HW1 or HW3), EXIF turn
+
+
+def _jpeg_region(data: bytes, cfg: PreprocessConfig) -> Region | None:
+    turbo = region.turbojpeg()
+    if turbo is None:
+        return None
+    with Image.open(io.BytesIO(data)) as im:  # the header only: format, size, EXIF
+        if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+            return None
+        orientation, width, height = _oriented(im)
+        stored, grey = im.size, im.mode == "L"
+    header = turbo.header(data)
+    if header is None or not header.supported or (header.width, header.height) != stored:
+        return None
+    if header.grey != grey:
+        return None
+    box = region.stored_box(region.needed_box(width, height, cfg.size), orientation, *stored)
+    pixels = turbo.region(data, header, box)
+    if pixels is None:
+        return None  # damaged, or something libturbojpeg warns about: Pillow decides
+    return pixels, orientation, SourceInfo(width, height, "JPEG", False)
+
+
+def _png_region(data: bytes, cfg: PreprocessConfig) -> Region | None:
+    if not region.png_tail_is_plain(data):
+        return None
+    with Image.open(io.BytesIO(data)) as im:
+        if getattr(im, "is_animated", False) or im.mode in ("I", "F"):
+            return None  # APNG frames; modes whose RGB depends on the whole image's maximum
+        orientation, width, height = _oriented(im)
+        box = region.stored_box(region.needed_box(width, height, cfg.size), orientation, *im.size)
+        if not region.limit_png_rows(im, box.bottom):
+            return None
+        im.load()
+        part = im.crop((box.left, box.top, box.right, box.bottom))
+    rgb = np.asarray(to_rgb(part, cfg.alpha_background))
+    return rgb, orientation, SourceInfo(width, height, "PNG", False)
 
 
 def to_chw_batch(images: list[np.ndarray]) -> np.ndarray:
