@@ -108,3 +108,17 @@ def test_a_file_reached_twice_is_one_sample(tmp_path: Path):
     for s in scan.samples:  # each file is in one split
         resolved.setdefault((tmp_path / s.path).resolve(), set()).add(assignment[s.path])
     assert all(len(splits) == 1 for splits in resolved.values())
+
+
+def test_a_real_sub_folder_names_its_source(tmp_path: Path):
+    for rel in ("real/canon/a.png", "real/canon/trip/b.png", "real/c.png", "gan/x/d.png"):
+        write_image(tmp_path / rel, PIXELS)
+    write_image(tmp_path / "real/site/1_fake/e.png", PIXELS)
+    sources = {s.path: s.source for s in scan_dataset(tmp_path).samples}
+    assert sources == {
+        "real/canon/a.png": "canon",
+        "real/canon/trip/b.png": "canon",
+        "real/c.png": "",  # directly in real/: unknown
+        "gan/x/d.png": "",  # fakes have none
+        "real/site/1_fake/e.png": "",
+    }

@@ -17,6 +17,7 @@ from dfscan.scanner.errors import DataError
 from dfscan.train.dataset_folder import Sample, scan_dataset
 from dfscan.train.experiments import QUICK_OVERRIDES
 from dfscan.train.holdout import plan_folds
+from dfscan.train.holdout_run import _mean_row, false_positives
 from dfscan.train.robustness import (
     bootstrap_indices,
     jpeg,
@@ -84,6 +85,121 @@ def test_folds_file_gives_folds_families_and_groups(tmp_path: Path):
         plan_folds(samples, "families")
     with pytest.raises(DataError, match="cannot fill"):
         plan_folds(samples, "generators", n_folds=4)
+
+
+def _sourced(spec: dict[str, int], sources: dict[str, int]) -> list[Sample]:
+    """Fakes as in ``_samples``; reals from named sources, 2 crops (one group) per photo."""
+    out = [s for s in _samples(spec) if s.label]
+    for src, n in sources.items():
+        out += [Sample(f"real/{src}/{i}.png", 0, "real", f"{src}-{i // 2}", src) for i in range(n)]
+    return out
+
+
+SOURCES = {"cam": 20, "site": 14, "pkg": 10, "phone": 8, "scan": 4, "misc": 2}
+
+
+def test_reals_go_to_folds_by_whole_source_largest_first():
+    samples = _sourced({"a": 9, "b": 6, "c": 5, "d": 4}, SOURCES)
+    plan = plan_folds(samples, "generators", n_folds=2, seed=3)
+    assert plan.reals == "sources"
+    for src in SOURCES:  # no source straddles folds
+        assert len({plan.fold[s.path] for s in samples if s.source == src}) == 1
+    # largest first to the fold with fewer reals: cam→0, site→1, pkg→1, phone→0, scan→1, misc→0
+    fold_of = {src: plan.fold[f"real/{src}/0.png"] for src in SOURCES}
+    assert fold_of == {"cam": "0", "site": "1", "pkg": "1", "phone": "0", "scan": "1", "misc": "0"}
+    rows = {r["fold"]: r for r in plan.summary()}
+    assert (rows["0"]["real"], rows["1"]["real"]) == (30, 28)
+    assert rows["1"]["sources"] == {"pkg": 10, "scan": 4, "site": 14}
+    # fakes are placed as without sources
+    by_groups = plan_folds(samples, "generators", n_folds=2, seed=3, reals="groups")
+    assert all(plan.fold[s.path] == by_groups.fold[s.path] for s in samples if s.label)
+    # the old behaviour on request: groups spread, so sources straddle folds
+    assert by_groups.reals == "groups"
+    spread = {src: {by_groups.fold[s.path] for s in samples if s.source == src} for src in SOURCES}
+    assert any(len(folds) == 2 for folds in spread.values())
+    # a fold's split: its reals are test, and none of their sources is in train or val
+    split = plan.assignment("1")
+    trained = {s.source for s in samples if s.label == 0 and split[s.path] != "test"}
+    tested = {s.source for s in samples if s.label == 0 and split[s.path] == "test"}
+    assert tested == {"pkg", "scan", "site"} and not tested & trained
+
+
+def test_sources_need_every_real_and_enough_of_them():
+    samples = _sourced({"a": 9, "b": 6}, {"cam": 6, "site": 4})
+    unsourced = [*samples, Sample("real/x.png", 0, "real", "x")]
+    with pytest.raises(DataError, match="1 of 11 real images have no source"):
+        plan_folds(unsourced, "generators", n_folds=2)
+    with pytest.raises(DataError, match="2 real sources cannot fill 3 folds"):
+        plan_folds(_sourced({"a": 9, "b": 6, "c": 5}, {"cam": 6, "site": 4}), "generators")
+    # no source at all: groups, as before
+    plain = _samples({"real": 12, "a": 9, "b": 6})
+    assert plan_folds(plain, "generators", n_folds=2).reals == "groups"
+    with pytest.raises(DataError, match="--holdout-reals"):
+        plan_folds(plain, "generators", n_folds=2, reals="photos")
+
+
+def test_a_source_follows_fakes_made_from_its_photos():
+    samples = _sourced({"a": 9, "b": 6}, {"cam": 6, "site": 4, "pkg": 4})
+    # a fake of generator b made from the first photo of "pkg" (the same group)
+    samples.append(Sample("b/from-pkg.png", 1, "b", "pkg-0"))
+    plan = plan_folds(samples, "generators", n_folds=2)
+    assert plan.fold["real/pkg/0.png"] == plan.fold["b/0.png"]
+    # photos of one source feeding fakes in two folds: it cannot be held out whole
+    samples.append(Sample("a/from-pkg.png", 1, "a", "pkg-1"))
+    with pytest.raises(DataError, match="'pkg' holds photos of fakes in folds"):
+        plan_folds(samples, "generators", n_folds=2)
+
+
+def test_folds_file_origin_package_places_reals_and_fold_places_fakes(tmp_path: Path):
+    data = tmp_path / "data"
+    samples = _samples({"real": 12, "x1": 3, "y1": 4})
+    rows = []
+    for i, s in enumerate(samples):
+        family = "real" if s.label == 0 else s.generator[0]
+        fold = {"x": "0", "y": "1"}.get(family, str(i % 2))  # the file spreads reals by photo
+        package = f"deb:pkg{i % 3}" if s.label == 0 else "pypi:templates"
+        rows.append({"path": s.path, "fold": fold, "family": family, "origin_package": package})
+        (data / s.path).parent.mkdir(parents=True, exist_ok=True)
+        (data / s.path).write_bytes(b"")
+    manifest = data / "manifest.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["path", "fold", "family", "origin_package"])
+        writer.writeheader()
+        writer.writerows(rows)
+    plan = plan_folds(samples, "families", manifest, data)
+    assert {s.source for s in plan.samples if s.label == 0} == {"deb:pkg0", "deb:pkg1", "deb:pkg2"}
+    assert {s.source for s in plan.samples if s.label == 1} == {""}  # fakes have no source
+    assert all(plan.fold[s.path] == "0" for s in samples if s.generator == "x1")
+    assert all(plan.fold[s.path] == "1" for s in samples if s.generator == "y1")
+    for pkg in range(3):
+        assert len({plan.fold[s.path] for s in plan.samples if s.source == f"deb:pkg{pkg}"}) == 1
+    as_file = plan_folds(samples, "families", manifest, data, reals="groups")
+    assert all(as_file.fold[r["path"]] == r["fold"] for r in rows)
+
+
+def test_fpr_at_threshold_has_an_exact_interval_and_the_mean_pools_reals():
+    got = false_positives(np.array([0.1, 0.2, 0.7, 0.9, 0.3]), 0.5)
+    assert got["fpr_at_threshold"] == 0.4 and got["flagged_real"] == 2
+    lo, hi = got["fpr_at_threshold_ci"]
+    assert 0.05 < lo < 0.4 < hi < 0.86
+    none = false_positives(np.zeros(60), 0.5)
+    assert none["fpr_at_threshold"] == 0.0 and none["fpr_at_threshold_ci"][0] == 0.0
+    assert none["fpr_at_threshold_ci"][1] == pytest.approx(1 - 0.025 ** (1 / 60))
+
+    def fold(n_real: int, flagged: int) -> dict:
+        fp = false_positives(np.r_[np.ones(flagged), np.zeros(n_real - flagged)], 0.5)
+        return {"status": "done", "n_real": n_real, "n_fake": 5, "resamples": {}, **fp}
+
+    mean = _mean_row(_SPEC, [fold(10, 0), fold(30, 6)])
+    assert mean["fpr_at_threshold"] == pytest.approx(6 / 40)  # pooled, not (0 + 0.2) / 2
+    assert mean["fpr_lo"] < 0.15 < mean["fpr_hi"]
+
+
+class _Spec:
+    folder = "run"
+
+
+_SPEC = _Spec()
 
 
 def test_metrics_and_intervals():
@@ -164,6 +280,46 @@ def test_holdout_cli_runs_every_fold_and_resumes(demo: Path, tmp_path: Path, mon
     monkeypatch.setattr(loop, "train", no_training)
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
+
+
+def test_holdout_cli_holds_out_real_sources(demo: Path, tmp_path: Path):
+    # the demo's reals are tiles of named photos: the photo stands for the source here, and
+    # every image is its own group (so no real source is tied to a fake's fold)
+    manifest = tmp_path / "folds.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["path", "family", "group", "source"])
+        writer.writeheader()
+        for s in scan_dataset(demo).samples:
+            source = s.path.split("/")[-1].split("-t")[0] if s.label == 0 else ""
+            writer.writerow(
+                {"path": s.path, "family": s.generator, "group": s.path, "source": source}
+            )
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(ONE_RUN))
+    out = tmp_path / "ho"
+    args = ["experiments", str(demo), "--out", str(out), "--holdout", "generators"]
+    args += ["--folds", str(manifest), "--grid", str(grid), "--n-folds", "2"]
+    result = runner.invoke(app, [*args, "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "folds" / "plan.json").read_text())["placed"] == "sources"
+    for fold_file in sorted((out / "folds").glob("*.csv")):
+        samples, split = read_split(fold_file)  # the split file carries each real's source
+        tested = {s.source for s in samples if s.label == 0 and split[s.path] == "test"}
+        trained = {s.source for s in samples if s.label == 0 and split[s.path] != "test"}
+        assert tested and trained and not tested & trained
+        held = json.loads(next(out.glob(f"runs/*/fold-{fold_file.stem}/holdout.json")).read_text())
+        assert held["real_sources"] == sorted(tested)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    for r in rows:
+        assert float(r["fpr_lo"]) <= float(r["fpr_at_threshold"]) <= float(r["fpr_hi"])
+    assert int(rows[2]["flagged_real"]) == int(rows[0]["flagged_real"]) + int(
+        rows[1]["flagged_real"]
+    )
+    md = (out / "results.md").read_text()
+    assert "FPR @ threshold [95 % CI]" in md and "Real sources held out" in md
+    # the folds were planned by source: asking for groups on them is refused, not mixed
+    again = runner.invoke(app, [*args, "--holdout-reals", "groups", "--workers", "0"])
+    assert again.exit_code != 0 and "planned with --holdout-reals sources" in again.output
 
 
 def test_holdout_all_folds_failed_exits_nonzero(demo: Path, tmp_path: Path, monkeypatch):

@@ -15,6 +15,7 @@ from dfscan.train.probe import (  # noqa: E402
     choose_l2,
     collect_features,
     cv_folds,
+    cv_sources,
     fit_head,
     fit_logistic,
     platt,
@@ -116,6 +117,71 @@ def test_cv_holds_out_whole_generators_and_keeps_groups_together():
     assert len({folds[i] for i in range(3, 9)}) == 4
     one_generator = cv_folds(["real", "a", "a"], ["p", "a1", "a2"], k=2)
     assert one_generator[1] != one_generator[2]  # then its groups are held out instead
+
+
+def test_cv_can_hold_out_whole_real_sources():
+    sources = ["cam"] * 6 + ["site"] * 4 + ["pkg"] * 3 + ["scan"] * 2 + ["misc"] + [""] * 4
+    gens = ["real"] * 16 + ["a", "b", "c", "d"]
+    groups = [f"p{i}" for i in range(16)] + ["a1", "b1", "c1", "d1"]
+    by_group = cv_folds(gens, groups, k=4)
+    folds = cv_folds(gens, groups, k=4, sources=sources)
+    assert folds[16:] == by_group[16:]  # fakes as before
+    fold_of = {}
+    for src, f in zip(sources[:16], folds[:16], strict=True):
+        assert fold_of.setdefault(src, f) == f  # a source is never split
+    # largest first to the fold with the fewest real views: cam 0, site 1, pkg 2, scan 3, misc 3
+    assert fold_of == {"cam": 0, "site": 1, "pkg": 2, "scan": 3, "misc": 3}
+    assert len({by_group[i] for i in range(6)}) > 1  # by photo, "cam" was spread
+
+
+def test_cv_sources_only_when_every_real_has_one_and_there_are_enough():
+    def views(*sources: str) -> list[Sample]:
+        reals = [Sample(f"r{i}.png", 0, REAL, f"r{i}", s) for i, s in enumerate(sources)]
+        return [*reals, Sample("a.png", 1, "a", "a")]
+
+    four = views("a", "b", "c", "d", "d")
+    assert cv_sources(four, "sources") == ["a", "b", "c", "d", "d", ""]
+    assert cv_sources(four, "groups") is None
+    assert cv_sources(views("a", "b", "c", "c"), "sources") is None  # 3 sources, 4 folds
+    assert cv_sources(views("a", "b", "c", "d", ""), "sources") is None  # one unknown
+
+
+@pytest.mark.parametrize(
+    ("cv_reals", "rule"),
+    [
+        ("sources", "fpr0.1_on_val_and_out_of_source_train_reals"),
+        ("groups", "fpr0.1_on_val_and_out_of_fold_train_reals"),
+    ],
+)
+def test_lbfgs_threshold_rule_names_reals_held_out_by_source(
+    tiny_dataset, tmp_path, cv_reals, rule
+):
+    from dfscan.train.checkpoint import load_checkpoint
+    from dfscan.train.loop import train
+
+    from .test_train import tiny_config
+
+    for i, path in enumerate(sorted((tiny_dataset / "real").glob("*.png"))):
+        (tiny_dataset / "real" / f"src{i % 5}").mkdir(exist_ok=True)
+        path.rename(tiny_dataset / "real" / f"src{i % 5}" / path.name)
+    out = tmp_path / "run"
+    cfg = tiny_config(
+        tiny_dataset,
+        out,
+        arch="efficientnet_lite0_stats",
+        input="spatial",
+        train_layers="head",
+        epochs=1,
+        head_fit="lbfgs",
+        head_l2=1.0,
+        target_fpr=0.1,
+        cv_reals=cv_reals,
+    )
+    train(cfg)
+    assert load_checkpoint(out / "model.ckpt").threshold_rule == rule
+    raw = torch.load(out / "model.ckpt", weights_only=True)
+    assert raw["head_fit"]["cv_reals"] == cv_reals
+    assert "source" in (out / "split.csv").read_text().splitlines()[0]
 
 
 def test_choose_l2_scores_each_penalty_on_held_out_folds():

@@ -64,6 +64,21 @@ def test_roundtrip_and_hash(tmp_path: Path):
     assert split_hash(changed) != split_hash(assignment)
 
 
+def test_real_sources_travel_in_the_split_file_and_old_files_still_read(tmp_path: Path):
+    samples = [Sample(f"real/cam/{i}.png", 0, "real", f"r{i}", "cam") for i in range(10)]
+    samples += [Sample(f"a/{i}.png", 1, "a", f"a{i}") for i in range(10)]
+    assignment = make_split(samples, seed=0)
+    path = tmp_path / "split.csv"
+    write_split(path, samples, assignment)
+    assert read_split(path) == (samples, assignment)
+    legacy = tmp_path / "old.csv"  # written before the source column existed
+    lines = path.read_text().splitlines()
+    legacy.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    old_samples, old_assignment = read_split(legacy)
+    assert old_assignment == assignment
+    assert old_samples == [Sample(s.path, s.label, s.generator, s.group) for s in samples]
+
+
 def test_too_few_images_is_a_clear_error():
     samples = samples_for(n_real=3, gens=("a",), n_fake=3)
     with pytest.raises(DataError, match="too few images"):

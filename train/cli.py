@@ -304,6 +304,15 @@ FoldsOpt = Annotated[
     typer.Option(help="CSV with path and fold and/or family (e.g. the dev kit's manifest)."),
 ]
 NFoldsOpt = Annotated[int, typer.Option(help="Folds to make when --folds has none.")]
+HoldoutRealsOpt = Annotated[
+    str,
+    typer.Option(
+        help="How real photos go to folds: sources (whole real sources, from the folds file's "
+        "source or origin_package column or real/<source>/ folders, so each fold tests on "
+        "sources never seen in training; groups when none is known) or groups (photos spread "
+        "over folds, as before: test reals share the training reals' sources)."
+    ),
+]
 
 
 @report_errors
@@ -321,6 +330,7 @@ def experiments(
     holdout: HoldoutOpt = None,
     folds: FoldsOpt = None,
     n_folds: NFoldsOpt = 3,
+    holdout_reals: HoldoutRealsOpt = "sources",
 ) -> None:
     """Train and evaluate a grid of configurations on one split; tables and an HTML report.
 
@@ -339,7 +349,7 @@ def experiments(
             "missing DATA, the dataset folder", hint="dfscan experiments DATA --out DIR"
         )
     if holdout is not None:
-        _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed)
+        _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed, holdout_reals)
     elif dry_run:
         _dry_run(out, chosen)
     else:
@@ -382,12 +392,12 @@ def _run_grid(
         raise typer.Exit(1)
 
 
-def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed) -> None:
+def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed, reals) -> None:
     from dfscan.train.holdout_run import markdown, run_holdout
 
     try:
         result = run_holdout(
-            data, out, grid, holdout, folds, n_folds, workers, device, seed, err_console
+            data, out, grid, holdout, folds, n_folds, workers, device, seed, err_console, reals
         )
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]; run the same command again to continue")

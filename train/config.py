@@ -25,6 +25,7 @@ from dfscan.train.augment_config import AUGMENT_PRESETS, AugmentConfig
 Kind = Literal["setting", "run"]
 KEEP = ("best", "last")
 HEAD_FITS = ("sgd", "lbfgs")
+CV_REALS = ("sources", "groups")
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,12 @@ class TrainConfig:
     )
     target_fpr: float = setting(
         0.0, help="Threshold: 0 = EER on val; > 0 = this false-positive rate on the val reals."
+    )
+    cv_reals: str = setting(
+        "sources",
+        help="lbfgs: the head's CV holds real photos out by whole source (sources, when the "
+        "split names enough of them; else by photo) or by photo (groups); the out-of-fold "
+        "reals also set the target_fpr threshold, so sources makes it one for unseen sources.",
     )
     workers: int = setting(2, help="DataLoader worker processes.", kind="run", grid=False)
     split: Path | None = setting(  # noqa: RUF009
@@ -217,4 +224,6 @@ def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: An
         raise DataError(f"keep = {values['keep']!r}: use one of {', '.join(KEEP)}")
     if values.get("head_fit", "sgd") not in HEAD_FITS:
         raise DataError(f"head_fit = {values['head_fit']!r}: use one of {', '.join(HEAD_FITS)}")
+    if values.get("cv_reals", "sources") not in CV_REALS:
+        raise DataError(f"cv_reals = {values['cv_reals']!r}: use one of {', '.join(CV_REALS)}")
     return TrainConfig(**run, **values)

@@ -11,6 +11,10 @@ with the scan's tallies):
 - Groups: files whose names share the part before ``__`` (``chelsea-t2__7.png``) come from the
   same source image (crops, patches, a fake made from a real), in any folder; the splitter
   keeps a group in one split. Without ``__`` every file is its own group.
+- Real sources: ``ROOT/real/<source>/**`` names the source of a real photo (a camera, a site,
+  a package), so a hold-out can test on real photos from sources never seen in training
+  (``dfscan experiments --holdout``) and the head's CV can hold reals out by source. Files
+  directly in ``real/`` (and fakes) have no source (``""``); a folds file can give one.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from dfscan.scanner.discovery import file_identity, iter_image_files
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.labels import CLASSES, REAL
 
-__all__ = ["CLASSES", "REAL", "DatasetScan", "Sample", "group_of", "label_of", "scan_dataset"]
+__all__ = [
+    "CLASSES",
+    "REAL",
+    "DatasetScan",
+    "Sample",
+    "group_of",
+    "label_of",
+    "scan_dataset",
+    "source_of",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class Sample:
     label: int  # 0 real, 1 fake
     generator: str  # "real" for real images
     group: str
+    source: str = ""  # where a real photo comes from (camera, site, package); "" = unknown
 
 
 def label_of(rel: PurePosixPath) -> tuple[int, str] | None:
@@ -45,6 +59,12 @@ def label_of(rel: PurePosixPath) -> tuple[int, str] | None:
 def group_of(rel: PurePosixPath) -> str:
     stem = rel.stem
     return stem.split("__", 1)[0] if "__" in stem else str(rel.with_suffix(""))
+
+
+def source_of(rel: PurePosixPath) -> str:
+    """The source sub-folder of a real image (``real/<source>/…``), else ``""``."""
+    parts = rel.parts
+    return parts[1] if len(parts) >= 3 and parts[0] == REAL else ""
 
 
 def _readable(path: Path) -> str | None:
@@ -115,7 +135,8 @@ def scan_dataset(root: str | Path, check_headers: bool = True) -> DatasetScan:
         if reason:
             unreadable.append((str(rel), reason))
             continue
-        samples.append(Sample(str(rel), labelled[0], labelled[1], group_of(rel)))
+        source = source_of(rel) if labelled[0] == 0 else ""
+        samples.append(Sample(str(rel), labelled[0], labelled[1], group_of(rel), source))
     scan = DatasetScan(root, samples, unreadable, unlabelled, duplicates)
     hint = "put real images in ROOT/real/ and fakes in ROOT/<generator>/ (see README)"
     if not any(s.label == 0 for s in samples):

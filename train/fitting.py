@@ -237,15 +237,17 @@ def fit_lbfgs(job: FitJob) -> None:
             loader.generator.manual_seed(cfg.seed + epoch)
             yield loader
 
-    head = fit_head(model, passes(), device, train_set.samples, cfg.head_l2, console.print)
+    head = fit_head(
+        model, passes(), device, train_set.samples, cfg.head_l2, console.print, cfg.cv_reals
+    )
     fit = head.stats
     val = predict(model, make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed), device)
     # a few dozen val reals set a noisy quantile: pool them with the training reals'
-    # out-of-fold scores (photos their fold's head never saw), several times as many
+    # out-of-fold scores (photos, or whole sources, their fold's head never saw), many more
     pooled = cfg.target_fpr > 0 and bool((head.oof_labels == 0).any())
     also = (head.oof_p_fake, head.oof_labels) if pooled else None
     threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr, also)
-    rule = threshold_rule(cfg.target_fpr, pooled)
+    rule = threshold_rule(cfg.target_fpr, pooled, fit["cv_reals"] == "sources")
     seconds = time.perf_counter() - started
     row = {
         "epoch": 1,

@@ -44,7 +44,9 @@ def write_html(out: Path, rows: Sequence[dict[str, Any]], families: Sequence[str
         "<!doctype html><html><head><meta charset='utf-8'><title>dfscan hold-out</title>",
         f"<style>{CSS}</style></head><body><h1>Held-out generators</h1>",
         "<p class='meta'>Each fold: trained on the other folds, scored on this one (families "
-        "never seen in training). Intervals: 95 % group bootstrap.</p>",
+        "and, where sources are known, real-photo sources never seen in training). Intervals: "
+        "95 % group bootstrap; FPR at the threshold: exact (Clopper–Pearson) over images, the "
+        "mean row pooling every fold's held-out reals.</p>",
         "<div class='wide'><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>",
     ]
     for cells in body:
@@ -54,7 +56,9 @@ def write_html(out: Path, rows: Sequence[dict[str, Any]], families: Sequence[str
     if png:
         parts.append(f"<h2>AUC per fold</h2><img alt='AUC per fold' src='{data_uri(png)}'>")
     if families:
-        parts.append("<h2>Per family</h2><pre>" + esc(markdown(rows).split("\n\n", 1)[-1]))
+        parts.append(
+            "<h2>Per family and real source</h2><pre>" + esc(markdown(rows).split("\n\n", 1)[-1])
+        )
         parts.append("</pre>")
     parts.append("</body></html>")
     path = out / "report.html"

@@ -2,8 +2,12 @@
 held-out fold clean, after JPEG-75 and after a 0.5× rescale; per fold and mean ± 95 % CI.
 
 Each fold is an ordinary training run in ``DIR/runs/<run>/fold-<k>/`` on ``DIR/folds/<k>.csv``
-(made once; delete ``DIR/folds`` to plan again). A fold is done when its ``holdout.json``
-exists, so re-running resumes; a failed fold is recorded and the next one starts.
+(made once; delete ``DIR/folds`` to plan again; ``DIR/folds/plan.json`` says how reals were
+placed, and asking for another placement of reals is an error). A fold is done when its
+``holdout.json`` exists, so re-running resumes; a failed fold is recorded and the next one
+starts. Besides the AUCs, each fold reports the false-positive rate on its held-out reals at the
+calibrated threshold with an exact (Clopper–Pearson) 95 % interval, and which real sources it
+held out.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from dfscan.scanner.errors import DfscanError
+from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.formatting import num, pct
+from dfscan.train.binomial import clopper_pearson
 from dfscan.train.dataset_folder import scan_dataset
 from dfscan.train.experiments import ExperimentsResult
 from dfscan.train.grid import Grid, RunSpec, grid_toml
@@ -37,6 +42,7 @@ from dfscan.train.robustness import (
 from dfscan.train.split import read_split, write_split
 
 RESULT = "holdout.json"
+PLAN = "plan.json"
 METRICS = ("auc", "ap", "tpr5")
 
 
@@ -63,27 +69,67 @@ def fold_files(
     n_folds: int,
     seed: int,
     console: Console,
+    reals: str = "sources",
 ) -> dict[str, Path]:
     """``DIR/folds/<k>.csv`` for every fold (made once, then reused)."""
     folder = out / "folds"
     existing = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if existing:
+        _check_plan(folder, reals, console)
         return {p.stem: p for p in existing}
     scan = scan_dataset(data)
-    plan = plan_folds(scan.samples, holdout, folds_file, data, n_folds, seed)
+    plan = plan_folds(scan.samples, holdout, folds_file, data, n_folds, seed, reals)
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(folder / "families.json", plan.family)
-    for row in plan.summary():
+    summary = plan.summary()
+    _write_json(folder / PLAN, {"reals": reals, "placed": plan.reals, "folds": summary})
+    if plan.reals != reals:
+        console.print("[yellow]no real image has a source[/]: real groups spread over the folds")
+    for row in summary:
         console.print(
             f"fold {row['fold']}: {row['real']} real, {row['fake']} fake "
-            f"({', '.join(row['families'])})"
+            f"({', '.join(row['families'])})",
+            markup=False,
         )
+        if row["sources"]:
+            sources = ", ".join(f"{k} ({v})" for k, v in row["sources"].items())
+            console.print(f"  real sources: {sources}", markup=False)
     files = {}
     for name in plan.names:
         path = folder / f"{name}.csv"
         write_split(path, plan.samples, plan.assignment(name, seed))
         files[name] = path
     return files
+
+
+def _check_plan(folder: Path, reals: str, console: Console) -> None:
+    """Refuse to reuse folds planned with another placement of reals (results would be read
+    as the other protocol); folds from before plan.json placed real groups."""
+    path = folder / PLAN
+    if not path.is_file():
+        if reals != "groups":
+            console.print(
+                f"[yellow]{folder} was planned before real sources could be held out[/]: its "
+                "reals are spread by group; delete it to plan again"
+            )
+        return
+    asked = json.loads(path.read_text(encoding="utf-8"))["reals"]
+    if asked != reals:
+        raise DataError(
+            f"{folder} was planned with --holdout-reals {asked}, not {reals}",
+            hint=f"delete {folder} to plan again, or pass --holdout-reals {asked}",
+        )
+
+
+def false_positives(p_real: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Reals flagged at the threshold: the rate, the counts and its exact 95 % interval."""
+    flagged, n = int((p_real >= threshold).sum()), len(p_real)
+    ci = list(clopper_pearson(flagged, n)) if n else [None, None]
+    return {
+        "fpr_at_threshold": flagged / n if n else None,
+        "fpr_at_threshold_ci": ci,
+        "flagged_real": flagged,
+    }
 
 
 def score_fold(
@@ -122,8 +168,9 @@ def score_fold(
             clean = p
     threshold = loaded.threshold
     result["threshold"] = threshold
-    result["fpr_at_threshold"] = float((clean[y == 0] >= threshold).mean())
+    result |= false_positives(clean[y == 0], threshold)
     result["tpr_at_threshold"] = float((clean[y == 1] >= threshold).mean())
+    result["real_sources"] = sorted({s.source for s in test if s.label == 0 and s.source})
     fam = np.asarray([families.get(s.path, s.generator) for s in test])
     per_family = {}
     for family in sorted(set(fam[y == 1])):
@@ -150,6 +197,7 @@ def run_holdout(
     device: str = "auto",
     seed: int = 0,
     console: Console | None = None,
+    reals: str = "sources",
 ) -> HoldoutResult:
     from dfscan.train.predict import resolve_device
 
@@ -158,12 +206,18 @@ def run_holdout(
     data, out = Path(data), Path(out)
     folds_file = None if folds_file is None else Path(folds_file)
     out.mkdir(parents=True, exist_ok=True)
-    folds = fold_files(data, out, holdout, folds_file, n_folds, seed, console)
+    folds = fold_files(data, out, holdout, folds_file, n_folds, seed, console, reals)
     families = json.loads((out / "folds" / "families.json").read_text(encoding="utf-8"))
     specs = grid.expand()
     _write_json(
         out / "experiments.json",
-        {"data": str(data), "grid": grid.name, "grid_toml": grid_toml(grid), "holdout": holdout},
+        {
+            "data": str(data),
+            "grid": grid.name,
+            "grid_toml": grid_toml(grid),
+            "holdout": holdout,
+            "holdout_reals": reals,
+        },
     )
     try:
         for i, spec in enumerate(specs, 1):
@@ -206,7 +260,8 @@ def _run_fold(
         console.print(
             f"[green]held-out[/] AUC {num(result['auc'])} {interval(result['auc_ci'])}, "
             f"JPEG-75 {num(result['auc_jpeg75'])}, 0.5× {num(result['auc_half'])}, "
-            f"FPR at threshold {pct(result['fpr_at_threshold'])}"
+            f"FPR at threshold {pct(result['fpr_at_threshold'])} "
+            f"{interval(result['fpr_at_threshold_ci'])} on {result['n_real']} held-out reals"
         )
     except Exception as exc:
         message = exc.message if isinstance(exc, DfscanError) else str(exc)
@@ -231,6 +286,9 @@ COLUMNS = (
     "ap",
     "tpr5",
     "fpr_at_threshold",
+    "fpr_lo",
+    "fpr_hi",
+    "flagged_real",
     "auc_jpeg75",
     "auc_half",
     "drop_jpeg75",
@@ -258,6 +316,7 @@ def _with_drops(row: dict[str, Any]) -> dict[str, Any]:
         row[f"drop_{name}"] = None if a is None or b is None else a - b
     lo, hi = row.get("auc_ci") or (None, None)
     row["auc_lo"], row["auc_hi"] = lo, hi
+    row["fpr_lo"], row["fpr_hi"] = row.get("fpr_at_threshold_ci") or (None, None)
     return row
 
 
@@ -269,16 +328,24 @@ def _mean_row(spec: RunSpec, folds: list[dict[str, Any]]) -> dict[str, Any]:
     row["status"] = "done"
     row["n_real"] = sum(r["n_real"] for r in done)
     row["n_fake"] = sum(r["n_fake"] for r in done)
-    keys = [k for k in done[0]["resamples"]] + ["fpr_at_threshold"]
-    for key in keys:
+    for key in done[0]["resamples"]:
         vals = [r.get(key) for r in done]
         row[key] = None if any(v is None for v in vals) else float(np.mean(vals))
-        if key in done[0]["resamples"]:
-            row[f"{key}_ci"] = mean_interval([r["resamples"][key] for r in done])
+        row[f"{key}_ci"] = mean_interval([r["resamples"][key] for r in done])
+    if all("flagged_real" in r for r in done):  # every real is held out once: pool them
+        flagged = sum(r["flagged_real"] for r in done)
+        row |= {
+            "fpr_at_threshold": flagged / row["n_real"],
+            "fpr_at_threshold_ci": list(clopper_pearson(flagged, row["n_real"])),
+            "flagged_real": flagged,
+        }
+    else:  # folds scored before the counts were recorded
+        row["fpr_at_threshold"] = float(np.mean([r["fpr_at_threshold"] for r in done]))
     fams: dict[str, dict[str, Any]] = {}
     for r in done:
         fams |= r.get("families", {})
     row["families"] = fams
+    row["real_sources"] = sorted({src for r in done for src in r.get("real_sources", [])})
     return _with_drops(row)
 
 

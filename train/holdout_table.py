@@ -1,5 +1,9 @@
 """The hold-out results as text: one row per fold and per run's mean, with intervals; for
-``holdout.md``, the console and the HTML page (:mod:`dfscan.train.holdout_report`)."""
+``holdout.md``, the console and the HTML page (:mod:`dfscan.train.holdout_report`).
+
+The mean row's AUC, AP and TPR are means over folds; its FPR at the threshold pools the folds'
+held-out reals (each real is held out in exactly one fold), with the pooled count's interval.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +24,20 @@ def interval(ci: Sequence[float | None] | None) -> str:
     return f"[{ci[0]:.2f}–{ci[1]:.2f}]"
 
 
+def pct_interval(ci: Sequence[float | None] | None) -> str:
+    """A rate's interval in percent, e.g. ``[2.1–14.3 %]``."""
+    if not ci or ci[0] is None:
+        return ""
+    return f"[{100 * ci[0]:.1f}–{100 * ci[1]:.1f} %]"
+
+
 TABLE = (
     ("fold", "fold"),
     ("n", "real / fake"),
     ("auc", "AUC [95 % CI]"),
     ("ap", "AP"),
     ("tpr5", f"TPR @ {FPR_TARGET:.0%} FPR"),
-    ("fpr_at_threshold", "FPR @ threshold"),
+    ("fpr_at_threshold", "FPR @ threshold [95 % CI]"),
     ("auc_jpeg75", "AUC JPEG-75"),
     ("auc_half", "AUC 0.5×"),
     ("status", "status"),
@@ -44,7 +55,8 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[st
             elif key in ("fold", "status"):
                 cells.append(str(r.get(key, "")) if key != "status" else _status(r))
             elif key == "fpr_at_threshold":
-                cells.append(pct(r.get(key)))
+                ci = pct_interval(r.get("fpr_at_threshold_ci"))
+                cells.append(f"{pct(r.get(key))} {ci}".strip())
             elif key == "tpr5":
                 cells.append(f"{pct(r.get(key))} {interval(r.get('tpr5_ci'))}".strip())
             elif key == "auc":
@@ -78,4 +90,9 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
                 f"{num(fams[f]['auc'])} (n={fams[f]['n']})" if f in fams else "" for f in families
             ]
             lines.append(f"| {r['run']} | {r['fold']} | " + " | ".join(cells) + " |")
+    held = [r for r in rows if r["fold"] != "mean" and r.get("real_sources")]
+    if held:
+        lines += ["", "Real sources held out in each fold (never seen in its training):", ""]
+        lines += ["| run | fold | real sources |", "|---|---|---|"]
+        lines += [f"| {r['run']} | {r['fold']} | {', '.join(r['real_sources'])} |" for r in held]
     return "\n".join(lines)

@@ -24,12 +24,16 @@ from dfscan.train.dataset_folder import REAL
 THRESHOLD_RULE = "eer_on_val"  # stored next to the threshold in checkpoints and reports
 
 
-def threshold_rule(target_fpr: float, with_train_reals: bool = False) -> str:
+def threshold_rule(
+    target_fpr: float, with_train_reals: bool = False, out_of_source: bool = False
+) -> str:
     """The rule's name: EER, or a false-positive rate on the validation reals (pooled with the
-    training reals' out-of-fold scores, for an exactly fitted head)."""
+    training reals' out-of-fold scores, for an exactly fitted head; out of *source* when that
+    CV held whole real sources out, so the rate is one for sources never seen)."""
     if target_fpr <= 0:
         return THRESHOLD_RULE
-    reals = "val_and_out_of_fold_train_reals" if with_train_reals else "val_reals"
+    held = "source" if out_of_source else "fold"
+    reals = f"val_and_out_of_{held}_train_reals" if with_train_reals else "val_reals"
     return f"fpr{target_fpr:g}_on_{reals}"
 
 

@@ -17,6 +17,7 @@ equally (a folder with three times more reals must not move the boundary towards
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -139,10 +140,20 @@ L2_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 CV_FOLDS = 4
 
 
-def cv_folds(generators: Sequence[str], groups: Sequence[str], k: int = CV_FOLDS) -> list[int]:
+def cv_folds(
+    generators: Sequence[str],
+    groups: Sequence[str],
+    k: int = CV_FOLDS,
+    sources: Sequence[str] | None = None,
+) -> list[int]:
     """A fold per view: fakes by generator (whole generators held out, as unseen ones will
     be), reals by group (crops and passes of one photo stay together); with one generator,
-    fakes by group too. Reals and fakes are dealt round the folds separately. Deterministic."""
+    fakes by group too. Reals and fakes are dealt round the folds separately. Deterministic.
+
+    With ``sources`` (see :func:`cv_sources`), reals go by whole source instead, largest first
+    to the fold with the fewest real views: their out-of-fold scores are then scores of real
+    sources the fitting head never saw, as a user's photos will be.
+    """
     fake = [is_fake_generator(g) for g in generators]
     per_generator = len({g for g, f in zip(generators, fake, strict=True) if f}) >= 2
     keys = [
@@ -153,7 +164,30 @@ def cv_folds(generators: Sequence[str], groups: Sequence[str], k: int = CV_FOLDS
     for cls in (False, True):
         for i, key in enumerate(sorted({key for key in keys if key[0] == cls})):
             fold[key] = i % k
-    return [fold[key] for key in keys]
+    if sources is None:
+        return [fold[key] for key in keys]
+    size = Counter(src for src, f in zip(sources, fake, strict=True) if not f)
+    load = [0] * k
+    fold_of_source: dict[str, int] = {}
+    for src, count in sorted(size.items(), key=lambda kv: (-kv[1], kv[0])):
+        fold_of_source[src] = min(range(k), key=lambda i: (load[i], i))
+        load[fold_of_source[src]] += count
+    return [
+        fold[key] if f else fold_of_source[src]
+        for key, src, f in zip(keys, sources, fake, strict=True)
+    ]
+
+
+def cv_sources(views: Sequence[Sample], mode: str, k: int = CV_FOLDS) -> list[str] | None:
+    """The views' real sources for :func:`cv_folds`, or None (reals by group): ``mode``
+    ``sources`` and every real view with a source, at least ``k`` of them (fewer would leave
+    folds without reals, whose fakes then get no out-of-fold score)."""
+    if mode != "sources":
+        return None
+    reals = [s.source for s in views if s.label == 0]
+    if not reals or not all(reals) or len(set(reals)) < k:
+        return None
+    return [s.source for s in views]
 
 
 def choose_l2(
@@ -247,13 +281,19 @@ def fit_head(
     samples: Sequence[Sample],
     l2: float | None = None,
     log: Callable[[str], None] = lambda _: None,
+    cv_reals: str = "sources",
 ) -> HeadFit:
-    """Collect the features of every pass, pick l2 (unless given), fit the head into ``model``."""
+    """Collect the features of every pass, pick l2 (unless given), fit the head into ``model``.
+
+    ``cv_reals`` (``sources`` or ``groups``) is how the CV holds real photos out; see
+    :func:`cv_sources`. What was used is ``stats["cv_reals"]``."""
     linear = check_probe(model)
     feats, labels, indices = collect_features(model, passes, device)
     cv: dict[float, float] = {}
     views = [samples[i] for i in indices.tolist()]
-    folds = cv_folds([s.generator for s in views], [s.group for s in views])
+    sources = cv_sources(views, cv_reals)
+    folds = cv_folds([s.generator for s in views], [s.group for s in views], sources=sources)
+    held_by = "sources" if sources is not None else "groups"
     oof = None
     if l2 is None:
         l2, cv, oof = choose_l2(feats, labels, folds)
@@ -265,7 +305,12 @@ def fit_head(
     seen = ~torch.isnan(oof)
     stats["train_acc"] = float(((feats.float() @ w + b > 0).long() == labels).float().mean())
     set_binary_head(linear, w.to(linear.weight.device), b.to(linear.weight.device))
-    chosen = "" if not cv else f", chosen by held-out-generator CV (1-SE rule; CV AUC {cv[l2]:.3f})"
+    reals = f"reals by {'source' if sources is not None else 'photo'}"
+    chosen = (
+        ""
+        if not cv
+        else f", chosen by held-out-generator CV ({reals}; 1-SE rule; CV AUC {cv[l2]:.3f})"
+    )
     log(
         f"head fitted by L-BFGS on {len(labels)} views × {feats.shape[1]} features, "
         f"l2 {l2:g}{chosen}: objective {stats['objective']:.4f}, "
@@ -280,6 +325,7 @@ def fit_head(
             "cv_auc": {f"{k:g}": v for k, v in cv.items()},
             "views": len(labels),
             "features": int(feats.shape[1]),
+            "cv_reals": held_by,
         },
         torch.sigmoid(oof[seen].double() * scale + shift).numpy(),
         labels[seen].numpy(),
@@ -288,8 +334,9 @@ def fit_head(
 
 @dataclass
 class HeadFit:
-    """The fit's numbers (kept in the checkpoint) and the out-of-fold p_fake of the training
-    views, on the final head's scale (for a threshold set on more reals than val holds)."""
+    """The fit's numbers (kept in the checkpoint; ``cv_reals``: whether the CV held reals out
+    by ``sources`` or ``groups``) and the out-of-fold p_fake of the training views, on the
+    final head's scale (for a threshold set on more reals than val holds)."""
 
     stats: dict[str, Any]
     oof_p_fake: np.ndarray

@@ -15,7 +15,14 @@ from typing import Any
 from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.preprocess import MODES
 from dfscan.train.augment_config import AUGMENT_PRESETS
-from dfscan.train.config import GRID_FIELDS, HEAD_FITS, KEEP, augment_name, setting_fields
+from dfscan.train.config import (
+    CV_REALS,
+    GRID_FIELDS,
+    HEAD_FITS,
+    KEEP,
+    augment_name,
+    setting_fields,
+)
 from dfscan.train.detector import STAGES, parse_train_layers
 from dfscan.train.registry import INPUTS, ArchSpec, get_spec
 from dfscan.train.synth import check_nets
@@ -121,9 +128,12 @@ class _Checker:
             raise self.fail("head_fit", f"use one of {', '.join(HEAD_FITS)}")
         if s["head_l2"] is not None:
             self.number("head_l2", lambda v: v > 0, "must be a positive number (unset: CV)")
+        if s["cv_reals"] not in CV_REALS:
+            raise self.fail("cv_reals", f"use one of {', '.join(CV_REALS)}")
         values = {
             "head_fit": s["head_fit"],
             "head_l2": None if s["head_l2"] is None else float(s["head_l2"]),
+            "cv_reals": s["cv_reals"],
         }
         return values
 
@@ -152,7 +162,7 @@ class _Checker:
         return "all" if tuple(stages) == STAGES else ",".join(stages) or "head"
 
 
-LATER_KEYS = ("head_fit", "head_l2")
+LATER_KEYS = ("head_fit", "head_l2", "cv_reals")
 
 
 def hashed(settings: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from dfscan.train.dataset_folder import Sample
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.8, 0.1, 0.1)
-FIELDS = ("path", "label", "generator", "group", "split")
+FIELDS = ("path", "label", "generator", "group", "split", "source")
+LEGACY_FIELDS = FIELDS[:-1]  # split files written before real sources existed
 
 
 def make_split(
@@ -128,22 +129,27 @@ def write_split(path: str | Path, samples: Sequence[Sample], assignment: dict[st
         writer = csv.writer(f)
         writer.writerow(FIELDS)
         for s in samples:
-            writer.writerow((s.path, s.label, s.generator, s.group, assignment[s.path]))
+            writer.writerow((s.path, s.label, s.generator, s.group, assignment[s.path], s.source))
 
 
 def read_split(path: str | Path) -> tuple[list[Sample], dict[str, str]]:
+    """Samples (with their real source, the one record of it a training run reads) and splits;
+    files without the ``source`` column read as sources unknown."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != FIELDS:
+        if tuple(reader.fieldnames or ()) not in (FIELDS, LEGACY_FIELDS):
             raise DataError(f"{path} is not a dfscan split file (columns {', '.join(FIELDS)})")
         rows = list(reader)
     bad = [r["split"] for r in rows if r["split"] not in SPLITS]
     if bad:
         raise DataError(f"{path}: unknown split name {bad[0]!r}")
-    samples = [Sample(r["path"], int(r["label"]), r["generator"], r["group"]) for r in rows]
+    samples = [
+        Sample(r["path"], int(r["label"]), r["generator"], r["group"], r.get("source") or "")
+        for r in rows
+    ]
     return samples, {r["path"]: r["split"] for r in rows}
 
 
