@@ -36,6 +36,7 @@ from dfscan.scanner.bench_stages import (
     ScanRun,
     bench_cli_startup,
     bench_decode,
+    bench_limit,
     bench_memory,
     bench_model,
     bench_provenance,
@@ -44,9 +45,9 @@ from dfscan.scanner.bench_stages import (
     sample_crops,
     scan_options,
 )
-from dfscan.scanner.bench_timing import run_rounds
+from dfscan.scanner.bench_timing import Rounds, ratio_summary, run_rounds
 from dfscan.scanner.detector import Detector
-from dfscan.scanner.discovery import DiscoveryStats, discover
+from dfscan.scanner.discovery import DiscoveryStats, Found, discover
 from dfscan.scanner.errors import DataError, DeviceError
 from dfscan.scanner.pipeline import default_workers
 from dfscan.scanner.runtime import CPU, CUDA, Device, available_cores, available_providers
@@ -147,7 +148,10 @@ def run_bench(settings: BenchSettings, note: Note = lambda message: None) -> dic
         tmp = Path(tmp_name)
         groups, folders = _bench_images(settings, tmp, report, note)
         note("decoding")
-        report["decode"] = {fmt: bench_decode(p, main, workers) for fmt, p in groups.items()}
+        report["decode"] = {
+            fmt: bench_decode(p, main, workers, settings.rounds, settings.turn_seconds)
+            for fmt, p in groups.items()
+        }
         note("provenance hints")
         report["provenance"] = _provenance(groups, tmp, settings)
         note("model alone")
@@ -155,7 +159,9 @@ def run_bench(settings: BenchSettings, note: Note = lambda message: None) -> dic
         report["model_only"] = _model_only(main, crops, settings, note)
         note(f"end-to-end scans against the model alone, {settings.rounds} interleaved rounds")
         report["ratios"] = {}
-        _scans(report, main, crops, folders, settings, tmp, note)
+        scan_rounds = _scans(report, main, crops, folders, settings, tmp, note)
+        note("the limit: core-time per image of decoding and of the model, interleaved")
+        _limit(report, scan_rounds, main, crops, groups, folders, settings)
         report["ray"] = None
         if settings.engine == "ray":
             note("Ray engine, 1 and 2 workers")
@@ -243,7 +249,7 @@ def _scans(
     settings: BenchSettings,
     tmp: Path,
     note: Note,
-) -> None:
+) -> Rounds:
     """Each folder's scan, the first also without provenance, and the model alone on the
     scan's batch size, all in the same interleaved rounds; ratios within each round."""
     runs = {
@@ -267,6 +273,32 @@ def _scans(
         report["scan"][fmt]["fraction_of_model_only"] = share["median"]
     report["scan"][first]["images_per_s_without_provenance"] = rounds.rate(without)
     report["ratios"][f"scan with / without provenance ({first})"] = rounds.ratio(first, without)
+    return rounds
+
+
+def _limit(
+    report: dict[str, Any],
+    rounds: Rounds,
+    main: Detector,
+    crops: np.ndarray,
+    groups: dict[str, list[Path]],
+    folders: dict[str, Path],
+    settings: BenchSettings,
+) -> None:
+    """``report["limit"]``: the images/s each folder's scan could reach if decoding and the
+    model shared the cores perfectly, and the scan's share of it (per round of its rates)."""
+    every = [p for paths in groups.values() for p in paths]
+    files = {fmt: [Found(str(p), "bench") for p in groups.get(fmt, every)] for fmt in folders}
+    limit = bench_limit(
+        files, main, crops, settings.scan_batch_size, settings.rounds, settings.turn_seconds
+    )
+    report["limit"] = limit
+    for fmt in folders:
+        ceiling = limit[fmt]["images_per_s"]
+        per_round = [rate / ceiling for rate in rounds.rates[fmt]] if ceiling else []
+        share = ratio_summary(per_round, rounds.rate(fmt), ceiling)
+        report["ratios"][f"scan / limit ({fmt})"] = share
+        report["scan"][fmt]["fraction_of_limit"] = share["median"]
 
 
 def _try_open(settings: BenchSettings, device: Device, note: Note) -> Detector | None:
@@ -297,6 +329,7 @@ REQUIRED_FIELDS = (
     "provenance",
     "model_only",
     "scan",
+    "limit",
     "ratios",
     "memory",
     "cli_startup_s.help",

@@ -29,8 +29,14 @@ def _stage_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for fmt, d in report["decode"].items():
         pool = f"{d['workers']} threads"
+        versus = d.get("region_vs_full")
+        region = f"region decode: {ratio_note(versus)}" if versus else ""
         for what, key in (("1 thread", "images_per_s_1_thread"), (pool, "images_per_s_pool")):
-            rows.append(("decode+preprocess", f"{fmt}, {what}", _rate(d[key]), ""))
+            rows.append(("decode+preprocess", f"{fmt}, {what}", _rate(d[key]), region))
+            region = ""
+        if versus:
+            full = _rate(d["images_per_s_1_thread_full_decode"])
+            rows.append(("decode+preprocess", f"{fmt}, 1 thread, whole image", full, ""))
     for fmt, d in report["provenance"].items():
         note = f"{d['ms_per_image']:.3f} ms per image; {d['declaring']} of {d['images']} declare"
         rows.append(("provenance hints", f"{fmt}, 1 thread", _rate(d["images_per_s"]), note))
@@ -40,8 +46,20 @@ def _stage_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(("model only", what, _rate(m["images_per_s"]), note))
     for fmt, s in report["scan"].items():
         off = s.get("images_per_s_without_provenance")
-        note = f"{_rate(off)} with --no-provenance" if off else ""
-        rows.append(("end-to-end scan", fmt, _rate(s["images_per_s"]), note))
+        notes = [f"{_rate(off)} with --no-provenance"] if off else []
+        if s.get("fraction_of_limit") is not None:
+            notes.append(f"{100 * s['fraction_of_limit']:.0f}% of the limit")
+        notes.append(f"{100 * s['fraction_of_model_only']:.0f}% of model only")
+        rows.append(("end-to-end scan", fmt, _rate(s["images_per_s"]), "; ".join(notes)))
+    limit = report.get("limit") or {}
+    for fmt in report["scan"]:
+        if fmt in limit:
+            note = (
+                f"{limit['cores']} cores / ({limit[fmt]['decode_core_ms']:.1f} ms decode + "
+                f"{limit['model_core_ms']:.1f} ms model core-time per image, batch "
+                f"{limit['batch_size']})"
+            )
+            rows.append(("limit", fmt, _rate(limit[fmt]["images_per_s"]), note))
     for r in report.get("ray") or []:
         vs = "" if r["vs_local"] is None else f"; {100 * r['vs_local']:.0f}% of the local engine"
         what = f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}"

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dfscan.scanner.bench_images import make_small_pngs
-from dfscan.scanner.bench_timing import Arm, repeated_interleaved, time_repeated
+from dfscan.scanner.bench_timing import (
+    Arm,
+    core_seconds_rounds,
+    repeated_interleaved,
+    run_rounds,
+    time_repeated,
+)
+from dfscan.scanner.decode_region import fast_decode_enabled, full_decode_only
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
 from dfscan.scanner.errors import DataError
@@ -29,8 +36,18 @@ if TYPE_CHECKING:
     from dfscan.scanner.bench_settings import BenchSettings
 
 
-def bench_decode(paths: list[Path], detector: Detector, workers: int) -> dict[str, Any]:
-    """Decode + preprocess (as the scanner does): one thread, then the scanner's pool."""
+def bench_decode(
+    paths: list[Path],
+    detector: Detector,
+    workers: int,
+    rounds: int = 3,
+    turn_seconds: float = 1.0,
+) -> dict[str, Any]:
+    """Decode + preprocess (as the scanner does): one thread, then the scanner's pool.
+
+    In crop mode, also the region decode against decoding whole images (the way before it),
+    one thread each, in interleaved rounds: ``region_vs_full`` is that speed-up.
+    """
     cfg = detector.meta.preprocess
     found = [Found(str(p), "bench") for p in paths]
     t = time.perf_counter()
@@ -41,13 +58,69 @@ def bench_decode(paths: list[Path], detector: Detector, workers: int) -> dict[st
     for _ in decode_ahead(found, cfg, workers, prefetch=2 * workers + 8):
         pass
     pool = time.perf_counter() - t
-    return {
+    out: dict[str, Any] = {
         "images": len(paths),
         "errors": errors,
         "images_per_s_1_thread": len(paths) / one,
         "images_per_s_pool": len(paths) / pool,
         "workers": workers,
+        "region_vs_full": None,
     }
+    if cfg.mode == "crop" and fast_decode_enabled():
+        both = run_rounds(
+            {"region": decode_arm(found, detector), "full": decode_arm(found, detector, full=True)},
+            rounds,
+            turn_seconds,
+        )
+        out["images_per_s_1_thread"] = both.rate("region")
+        out["images_per_s_1_thread_full_decode"] = both.rate("full")
+        out["region_vs_full"] = both.ratio("region", "full")
+    return out
+
+
+def decode_arm(found: list[Found], detector: Detector, full: bool = False) -> Arm:
+    """Decode + preprocess of ``found`` on this thread; ``full``: whole images (no region)."""
+    cfg = detector.meta.preprocess
+
+    def run() -> None:
+        if full:
+            with full_decode_only():
+                for f in found:
+                    decode(f, cfg)
+        else:
+            for f in found:
+                decode(f, cfg)
+
+    return Arm(run, len(found))
+
+
+def bench_limit(
+    found: dict[str, list[Found]],
+    detector: Detector,
+    crops: np.ndarray,
+    batch_size: int,
+    rounds: int,
+    turn_seconds: float,
+) -> dict[str, Any]:
+    """The scan's ceiling: images/s if decoding and the model shared the cores perfectly,
+    ``cores / (decode core-s + model core-s per image)``, per format.
+
+    Core-time per image is measured (process CPU time, interleaved rounds): decoding on one
+    thread, the model on its batches of ``batch_size`` with its own threads.
+    """
+    arms = {fmt: decode_arm(files, detector) for fmt, files in found.items()}
+    arms["model"] = model_arm(detector, crops, batch_size)
+    cpu = core_seconds_rounds(arms, rounds, turn_seconds)
+    cores = available_cores()
+    model = statistics.median(cpu["model"])
+    out: dict[str, Any] = {"cores": cores, "model_core_ms": 1e3 * model, "batch_size": batch_size}
+    for fmt in found:
+        dec = statistics.median(cpu[fmt])
+        out[fmt] = {
+            "decode_core_ms": 1e3 * dec,
+            "images_per_s": cores / (dec + model) if dec + model > 0 else None,
+        }
+    return out
 
 
 def bench_provenance(paths: list[Path], min_seconds: float) -> dict[str, Any]:

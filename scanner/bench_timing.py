@@ -147,3 +147,26 @@ def repeated_interleaved(
             commands[name]()
             seconds[name].append(time.perf_counter() - t)
     return seconds
+
+
+def core_seconds_rounds(
+    arms: Mapping[str, Arm], rounds: int, turn_seconds: float = 1.0
+) -> dict[str, list[float]]:
+    """CPU seconds per item of each arm (all the process's threads: ``time.process_time``),
+    one figure per interleaved round, after a warm-up call each.
+
+    Core-time, not wall time: what an image costs the machine however many cores did the
+    work, so the costs of stages that run at once on shared cores add up.
+    """
+    calls: dict[str, int] = {}
+    for name, arm in arms.items():
+        calls[name] = calls_per_turn(arm.timed(), turn_seconds)
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    for order in round_orders(list(arms), rounds):
+        for name in order:
+            arm = arms[name]
+            start = time.process_time()
+            for _ in range(calls[name]):
+                arm.fn()
+            cpu[name].append((time.process_time() - start) / (calls[name] * arm.items))
+    return cpu

@@ -32,6 +32,8 @@ import ctypes.util
 import os
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,8 +126,22 @@ def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr
 
 
+_forced_full = False
+
+
 def fast_decode_enabled() -> bool:
-    return os.environ.get(FAST_DECODE_ENV, "1") != "0"
+    return not _forced_full and os.environ.get(FAST_DECODE_ENV, "1") != "0"
+
+
+@contextmanager
+def full_decode_only() -> Iterator[None]:
+    """Decode whole images inside the block (``dfscan bench`` compares the two ways)."""
+    global _forced_full
+    before, _forced_full = _forced_full, True
+    try:
+        yield
+    finally:
+        _forced_full = before
 
 
 # --- JPEG: libturbojpeg through ctypes ----------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfscan.scanner.bench import REQUIRED_FIELDS, missing_fields
+from dfscan.scanner.bench_cli import bench_rows
 from dfscan.scanner.cli import app
 from tests.onnx_models import brightness_meta, brightness_model
 
@@ -59,8 +60,22 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
     assert set(report["ratios"]) == {
         "scan / model only (jpeg)",
         "scan / model only (png)",
+        "scan / limit (jpeg)",
+        "scan / limit (png)",
         "scan with / without provenance (jpeg)",
     }
+    limit = report["limit"]
+    assert limit["cores"] >= 1 and limit["model_core_ms"] > 0 and limit["batch_size"] == 2
+    for fmt, s in report["scan"].items():
+        assert limit[fmt]["decode_core_ms"] > 0
+        cores_per_image = limit[fmt]["decode_core_ms"] + limit["model_core_ms"]
+        assert limit[fmt]["images_per_s"] == pytest.approx(1e3 * limit["cores"] / cores_per_image)
+        assert s["fraction_of_limit"] == report["ratios"][f"scan / limit ({fmt})"]["median"]
+    for d in report["decode"].values():  # crop mode: the region decode beside the whole one
+        assert d["region_vs_full"]["rounds"] == 3
+        assert d["images_per_s_1_thread_full_decode"] > 0
+    rows = {(stage, what) for stage, what, _, _ in bench_rows(report)}
+    assert ("limit", "jpeg") in rows and ("decode+preprocess", "png, 1 thread, whole image") in rows
     assert report["model"]["provider"] == "CPUExecutionProvider"
     assert "end-to-end scan" in output and "model only" in output
 

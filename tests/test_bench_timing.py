@@ -7,6 +7,8 @@ the arms, the median/spread arithmetic, the report's keys and how stages are dis
 from __future__ import annotations
 
 import itertools
+import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from dfscan.scanner.bench_timing import (
     Arm,
     Rounds,
     calls_per_turn,
+    core_seconds_rounds,
     ratio_summary,
     repeated_interleaved,
     round_orders,
@@ -94,3 +97,17 @@ def test_a_checkpoint_without_the_plug_in_is_a_clear_error(monkeypatch: pytest.M
     with pytest.raises(DataError, match="not installed") as err:
         wanted_stages(BenchSettings(Path("m.onnx"), checkpoint=Path("m.ckpt")))
     assert err.value.hint == 'pip install "dfscan[export]"'
+
+
+def test_core_seconds_count_cpu_not_waiting():
+    """Core-time per item: an arm that waits costs (almost) none, one that computes does."""
+
+    def busy() -> None:
+        end = time.perf_counter() + 0.01
+        while time.perf_counter() < end:
+            pass
+
+    arms = {"wait": Arm(lambda: time.sleep(0.01), 2), "busy": Arm(busy, 2)}
+    cpu = core_seconds_rounds(arms, rounds=3, turn_seconds=0.0)
+    assert [len(v) for v in cpu.values()] == [3, 3]
+    assert statistics.median(cpu["wait"]) < statistics.median(cpu["busy"])
