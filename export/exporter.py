@@ -200,6 +200,7 @@ def _int8(
     """The fp32 graph quantised on the calibration images, with the int8 threshold matched
     to the fp32 one on the calibration reals (recorded in the metadata)."""
     from dfscan.export.precision import (
+        INT8_SCHEME,
         INT8_THRESHOLD_RULE,
         graph_scores,
         match_int8_threshold,
@@ -218,7 +219,9 @@ def _int8(
     meta = replace(
         meta,
         spec=meta.spec.with_threshold("int8", matched.threshold, INT8_THRESHOLD_RULE),
-        export=settings | matched.settings() | {"fp32_threshold_rule": threshold.rule},
+        export=settings
+        | matched.settings()
+        | {"fp32_threshold_rule": threshold.rule, "int8_scheme": INT8_SCHEME},
     )
     return Graph(int8, meta, fp32.module, matched)
 

@@ -24,8 +24,16 @@ from dfscan.export.check_images import bundled_photos, folder_images  # noqa: E4
 from dfscan.export.exporter import ExportResult, export_checkpoint  # noqa: E402
 from dfscan.export.graph_module import exportable  # noqa: E402
 from dfscan.export.onnx_writer import frontend_nodes  # noqa: E402
-from dfscan.export.parity import ParityError, check_parity, run_onnx, run_torch  # noqa: E402
+from dfscan.export.parity import (  # noqa: E402
+    INT8_DRIFT_WARN,
+    ParityError,
+    check_parity,
+    exact_int8_scores,
+    run_onnx,
+    run_torch,
+)
 from dfscan.export.precision import (  # noqa: E402
+    INT8_SCHEME,
     INT8_THRESHOLD_RULE,
     matched_threshold,
     stage_of,
@@ -222,6 +230,31 @@ def test_int8_has_its_own_threshold_at_the_fp32_false_positive_rate(
     assert result.parity.passed, result.parity.failures()
     assert row.precision == "int8" and row.ap >= row.ap_floor > 0.6
     assert row.ap_floor == pytest.approx(result.parity.reference_ap - 0.05)
+    # the same verdicts on every CPU: the integer kernels compute the graph's own arithmetic
+    assert meta.export["int8_scheme"] == INT8_SCHEME
+    assert result.parity.int8_drift is not None and result.parity.int8_drift < INT8_DRIFT_WARN
+    assert any("int8 kernels on this CPU" in n for n in result.parity.notes)
+
+
+def test_int8_weights_are_7_bit_so_no_cpu_saturates(trained: Trained, tmp_path: Path):
+    """VPMADDUBSW (x86 without VNNI) sums two uint8·int8 products in a saturating int16:
+    weights within ±64 keep every pair below 32,767, whatever the activations."""
+    out = tmp_path / "int8.onnx"
+    export_checkpoint(trained.spatial, out, precision="int8", calibration=trained.data / "real")
+    proto = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    weights = [
+        inits[n.input[0]]
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(0)).dtype == np.int8
+    ]
+    assert weights and all(int(np.abs(w.astype(np.int32)).max()) <= 64 for w in weights)
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) >= 60  # range used
+    pairs = 2 * 255 * max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert pairs <= 32767
+    batch = _images(trained, trained.spatial)
+    kernels = run_onnx(load_session(out, [CPU]), batch).p_fake
+    assert np.mean(np.abs(kernels - exact_int8_scores(out, batch))) < INT8_DRIFT_WARN
 
 
 def test_int8_that_loses_ap_fails_the_check_with_exit_6(trained: Trained, tmp_path: Path):
