@@ -253,10 +253,16 @@ def square_region(
         new = (max(side, round(w * scale)), max(side, round(h * scale)))
         if new != (w, h):
             img = img.resize(new, INTERPOLATIONS[cfg.interpolation], reducing_gap=cfg.reducing_gap)
-    arr = _pad_to(np.asarray(img), side, cfg.padding)
-    h, w = arr.shape[:2]
-    top, left = _offset(h, side, rng), _offset(w, side, rng)
-    return np.ascontiguousarray(arr[top : top + side, left : left + side])
+    # Cut before converting to an array (Pillow's tobytes of a 12-MP image costs more than
+    # decoding it), then pad: padding only grows a side shorter than ``side``, which is kept
+    # whole, so this is the same as padding the whole image and cutting it.
+    w, h = img.size
+    top, left = _offset(max(h, side), side, rng), _offset(max(w, side), side, rng)
+    rows = (top, top + side) if h >= side else (0, h)
+    cols = (left, left + side) if w >= side else (0, w)
+    if (cols[0], rows[0], cols[1], rows[1]) != (0, 0, w, h):
+        img = img.crop((cols[0], rows[0], cols[1], rows[1]))
+    return np.ascontiguousarray(_pad_to(np.asarray(img), side, cfg.padding))
 
 
 def prepare(

@@ -203,3 +203,31 @@ def test_crop_mode_never_reduces_and_exif_size_is_reported(tmp_path: Path):
     np.testing.assert_array_equal(load_image(path, cfg), prepare(open_rgb(path), cfg))
     img, info = decode_rgb(path, 64)  # reduced: the reported size is still the file's, turned
     assert img.size[0] < 300 and (info.width, info.height) == (300, 400)
+
+
+def _pad_then_cut(arr: np.ndarray, side: int, padding: str, rng) -> np.ndarray:
+    """The crop as it was first written: pad the whole image, then cut (the reference)."""
+    h, w = arr.shape[:2]
+    dh, dw = max(side - h, 0), max(side - w, 0)
+    arr = np.pad(arr, ((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)), mode=padding)
+    h, w = arr.shape[:2]
+    top = int(rng.integers(0, h - side + 1)) if rng is not None and h > side else (h - side) // 2
+    left = int(rng.integers(0, w - side + 1)) if rng is not None and w > side else (w - side) // 2
+    return arr[top : top + side, left : left + side]
+
+
+@pytest.mark.parametrize("padding", ["symmetric", "reflect", "edge"])
+def test_cutting_before_padding_is_padding_the_whole_image(padding: str):
+    """square_region cuts the image before making an array of it: the same pixels, centred and
+    at random places (the same draws), whichever sides are shorter than the crop."""
+    for h, w in [(40, 50), (100, 120), (64, 64), (63, 65), (65, 63), (10, 200), (200, 10)]:
+        arr = gradient(h, w)
+        cfg = PreprocessConfig(size=64, padding=padding)
+        for seed in (None, 1, 2):
+            want = _pad_then_cut(
+                arr, 64, padding, None if seed is None else np.random.default_rng(seed)
+            )
+            rng = None if seed is None else np.random.default_rng(seed)
+            got = prepare(Image.fromarray(arr), cfg, rng)
+            np.testing.assert_array_equal(got, want)
+            assert got.flags.c_contiguous
