@@ -73,7 +73,8 @@ def test_real_sources_travel_in_the_split_file_and_old_files_still_read(tmp_path
     assert read_split(path) == (samples, assignment)
     legacy = tmp_path / "old.csv"  # written before the source column existed
     lines = path.read_text().splitlines()
-    legacy.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    cells = [line.split(",") for line in lines]
+    legacy.write_text("\n".join(",".join(c[:4] + c[5:]) for c in cells) + "\n")
     old_samples, old_assignment = read_split(legacy)
     assert old_assignment == assignment
     assert old_samples == [Sample(s.path, s.label, s.generator, s.group) for s in samples]

@@ -24,8 +24,8 @@ from dfscan.train.dataset_folder import Sample
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = (0.8, 0.1, 0.1)
-FIELDS = ("path", "label", "generator", "group", "split", "source")
-LEGACY_FIELDS = FIELDS[:-1]  # split files written before real sources existed
+FIELDS = ("path", "label", "generator", "group", "source", "split")
+LEGACY_FIELDS = ("path", "label", "generator", "group", "split")  # before real sources
 
 
 def make_split(
@@ -129,7 +129,7 @@ def write_split(path: str | Path, samples: Sequence[Sample], assignment: dict[st
         writer = csv.writer(f)
         writer.writerow(FIELDS)
         for s in samples:
-            writer.writerow((s.path, s.label, s.generator, s.group, assignment[s.path], s.source))
+            writer.writerow((s.path, s.label, s.generator, s.group, s.source, assignment[s.path]))
 
 
 def read_split(path: str | Path) -> tuple[list[Sample], dict[str, str]]:
