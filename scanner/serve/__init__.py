@@ -1,0 +1,21 @@
+"""``dfscan serve``: the scanner behind an HTTP API and a web page (the ``[serve]`` extra).
+
+A third front-end over the scan's runtime (decode, spec, ONNX Runtime session, rows): the
+FastAPI app (:func:`create_app` in ``app``) answers ``POST /v1/scan`` with one scan row per
+image; a :class:`~dfscan.scanner.serve.batcher.Batcher` coalesces concurrent requests into ORT
+batches; :class:`~dfscan.scanner.serve.service.Service` holds the model, limits and key;
+``cli`` is the Typer command; ``load`` a load generator for measuring it.
+
+Importing this package imports no web framework: FastAPI and uvicorn are imported by the
+command, after checking that the extra is installed.
+"""
+
+__all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> object:  # lazy: FastAPI only when the app is wanted
+    if name == "create_app":
+        from dfscan.scanner.serve.app import create_app
+
+        return create_app
+    raise AttributeError(name)

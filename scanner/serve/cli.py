@@ -1,0 +1,255 @@
+"""``dfscan serve``: the thin terminal layer; the work is in plain functions tests call.
+
+Imports nothing heavy at module level (the root CLI imports this to register the command):
+ONNX Runtime, FastAPI and uvicorn are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from dfscan.scanner.cli_support import err_console, report_errors
+from dfscan.scanner.errors import DataError, MissingExtra
+from dfscan.scanner.scan_cli import DeviceChoice
+
+if TYPE_CHECKING:
+    from dfscan.scanner.serve.service import Service
+
+KEY_ENV = "DFSCAN_API_KEY"
+SERVE_EXTRA = ("fastapi", "uvicorn", "python_multipart")
+
+SERVE_HELP = (
+    "Serve the detector over HTTP: POST /v1/scan (images → one scan row each), GET /v1/model, "
+    "/healthz, /readyz, /metrics (Prometheus), a page at / to drop images on, docs at /docs.\n\n"
+    "Concurrent requests are batched into ONNX Runtime runs (--max-batch, --max-wait-ms). "
+    "Safe by default: it listens on 127.0.0.1; another address needs an API key "
+    f"(--api-key-file, or ${KEY_ENV}), checked in constant time. Uploads stay in memory, "
+    "within --max-body-mb, --max-files, --max-pixels, --max-requests and --max-queued (413, "
+    "429, 503 with a JSON error beyond them).\n\n"
+    "Exit codes: 0 stopped; 2 bad arguments (a non-loopback --host without a key); 3 the "
+    '[serve] extra is missing (pip install "dfscan[serve]"); 4 unusable model; 5 device '
+    "unavailable."
+)
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A .onnx detector written by dfscan export (default: the built-in detector).",
+    ),
+]
+HostOpt = Annotated[
+    str, typer.Option(help="Address to listen on; other than loopback needs an API key.")
+]
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free).")]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--api-key-file",
+        help=f"File holding the API key clients must send (default: ${KEY_ENV}, if set).",
+        show_default=False,
+    ),
+]
+DeviceOpt = Annotated[
+    DeviceChoice, typer.Option(help="auto: CUDA when it works, else CPU (with a warning).")
+]
+MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most images per ONNX Runtime batch.")]
+MaxWaitOpt = Annotated[
+    float,
+    typer.Option(min=0.0, help="Most milliseconds an image waits for others to fill a batch."),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(min=1, help="Decoding threads (default: one per core).")
+]
+MaxBodyOpt = Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")]
+MaxFilesOpt = Annotated[int, typer.Option(min=1, help="Most images in one request.")]
+MaxPixelsOpt = Annotated[
+    int, typer.Option(min=1, help="Largest image (width × height, read from its header).")
+]
+MaxRequestsOpt = Annotated[
+    int, typer.Option(min=1, help="Most /v1/scan requests handled at once (more: 429).")
+]
+MaxQueuedOpt = Annotated[
+    int, typer.Option(min=1, help="Most images between upload and answer (more: 503).")
+]
+ProvenanceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--provenance/--no-provenance", help="Read what files declare (C2PA, XMP, PNG, EXIF)."
+    ),
+]
+AccessLogOpt = Annotated[
+    bool, typer.Option("--access-log/--no-access-log", help="Log one line per request.")
+]
+
+
+def require_serve() -> None:
+    """MissingExtra (exit 3) with the pip command when the ``[serve]`` extra is missing."""
+    import importlib.util
+
+    missing = [m for m in SERVE_EXTRA if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtra(
+            f"dfscan serve needs {', '.join(missing)}, not installed",
+            hint='pip install "dfscan[serve]"',
+        )
+
+
+def resolve_model(
+    model: Path | None, notify: Callable[[str], None]
+) -> tuple[Path, dict[str, Any] | None]:
+    """(the .onnx file to serve, its model card or None): the one given, else the built-in
+    detector with its card."""
+    if model is not None:
+        return Path(model), None
+    from dfscan.scanner import builtin
+
+    path = builtin.resolve_model(None, notify)
+    return path, builtin.load_part().card
+
+
+def read_api_key(key_file: Path | None, environ: dict[str, str] | None = None) -> str | None:
+    """The key from ``--api-key-file`` (surrounding whitespace stripped), else ``$DFSCAN_API_KEY``;
+    None when neither is given. An empty key is an error, never "no key"."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    if key_file is not None:
+        try:
+            key = key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read --api-key-file {key_file}: {exc}") from None
+        if not key:
+            raise DataError(f"--api-key-file {key_file} is empty")
+        return key
+    key = environ.get(KEY_ENV)
+    if key is None:
+        return None
+    if not key.strip():
+        raise DataError(f"${KEY_ENV} is set but empty")
+    return key.strip()
+
+
+def check_host(host: str, key: str | None) -> None:
+    """Refuse to listen beyond this machine without a key (DataError, exit 2)."""
+    from dfscan.scanner.serve.limits import is_loopback
+
+    if key is None and not is_loopback(host):
+        raise DataError(
+            f"refusing to listen on {host} without an API key: anyone who can reach it could use "
+            "the server",
+            hint=f"pass --api-key-file FILE or set ${KEY_ENV}, or listen on 127.0.0.1",
+        )
+
+
+def build_service(
+    model: Path | None,
+    *,
+    api_key: str | None = None,
+    device: str = "auto",
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    workers: int | None = None,
+    limits: Any = None,
+    provenance: bool = True,
+    notify: Callable[[str], None] = lambda message: None,
+) -> Service:
+    """Load the model and make the service the app serves (no threads started yet)."""
+    from dfscan.scanner.detector import Detector
+    from dfscan.scanner.scan import file_sha256
+    from dfscan.scanner.serve.limits import Limits
+    from dfscan.scanner.serve.service import Service
+
+    path, card = resolve_model(model, notify)
+    detector = Detector.from_onnx(path, device, notify=notify)  # type: ignore[arg-type]
+    if detector.warning:
+        notify(detector.warning)
+    return Service(
+        detector=detector,
+        model_path=path,
+        model_sha256=file_sha256(path),
+        limits=limits or Limits(),
+        api_key=api_key,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        workers=workers,
+        provenance=provenance,
+        card=card,
+    )
+
+
+def run_server(service: Service, host: str, port: int, access_log: bool = True) -> None:
+    """Serve until interrupted (uvicorn handles SIGINT/SIGTERM: a graceful stop)."""
+    import uvicorn
+
+    from dfscan.scanner.serve.app import create_app
+
+    uvicorn.run(
+        create_app(service),
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+
+@report_errors
+def serve(
+    model: ModelOpt = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    api_key_file: KeyFileOpt = None,
+    device: DeviceOpt = DeviceChoice.auto,
+    max_batch: MaxBatchOpt = 32,
+    max_wait_ms: MaxWaitOpt = 5.0,
+    workers: WorkersOpt = None,
+    max_body_mb: MaxBodyOpt = 32.0,
+    max_files: MaxFilesOpt = 64,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    max_requests: MaxRequestsOpt = 64,
+    max_queued: MaxQueuedOpt = 1024,
+    provenance: ProvenanceOpt = True,
+    access_log: AccessLogOpt = True,
+) -> None:
+    """Serve the detector over HTTP (see SERVE_HELP)."""
+    require_serve()
+    key = read_api_key(api_key_file)
+    check_host(host, key)
+    from dfscan.scanner.serve.limits import MIB, Limits
+
+    limits = Limits(
+        max_body_bytes=int(max_body_mb * MIB),
+        max_files=max_files,
+        max_pixels=max_pixels,
+        max_requests=max_requests,
+        max_queued_images=max_queued,
+    )
+    service = build_service(
+        model,
+        api_key=key,
+        device=device.value,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        workers=workers,
+        limits=limits,
+        provenance=provenance,
+        notify=_warn,
+    )
+    err_console.print(
+        f"serving {escape(service.model_path.name)} (sha256 {service.model_sha256[:12]}, "
+        f"threshold {service.threshold:g}) on {escape(service.detector.provider)}; "
+        f"page at http://{escape(host)}:{port}/, API docs at /docs"
+        + ("; API key required" if key else ""),
+        highlight=False,
+    )
+    run_server(service, host, port, access_log)

@@ -1,0 +1,178 @@
+"""What the HTTP app serves, without the web framework: the model, the limits, the key, and
+:meth:`Service.scan` (uploaded bytes → one scan row per image).
+
+Decoding is the scan's own (:func:`~dfscan.scanner.preprocess.decode_prepared` on the bytes, as
+the scan calls it on a path: the same pixels), provenance is the scan's reader on the same
+bytes, and each answer is a :class:`~dfscan.scanner.reports.Row`: the fields of a scan row,
+with the upload's ``name`` for its path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfscan.scanner.detector import Detector
+from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import FAKE
+from dfscan.scanner.pipeline import Scored, default_workers
+from dfscan.scanner.preprocess import decode_prepared
+from dfscan.scanner.provenance import read_provenance
+from dfscan.scanner.reports import Row
+from dfscan.scanner.serve.batcher import NO_SCORE, Batcher
+from dfscan.scanner.serve.limits import Limits, check_pixels
+from dfscan.scanner.serve.metrics import Metrics
+
+_BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image of a request: its name (file name, or ``image`` for a raw body) and bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    pixels: np.ndarray | None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    animated: bool = False
+    error: str | None = None
+    provenance: tuple[str | None, str | None] = (None, None)
+
+
+def _record(row: Row) -> dict[str, Any]:
+    """A scan row as JSON: the upload's ``name`` instead of ``path`` and no ``generator``
+    (an upload has no folder to name one)."""
+    record = row.to_record()
+    record.pop("generator")
+    return {"name": record.pop("path"), **record}
+
+
+@dataclass
+class Service:
+    """The model and settings behind the app; ``start``/``stop`` own the threads."""
+
+    detector: Detector
+    model_path: Path
+    model_sha256: str
+    limits: Limits = field(default_factory=Limits)
+    api_key: str | None = None
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    workers: int | None = None  # decoding threads; None: one per core
+    provenance: bool = True
+    card: dict[str, Any] | None = None  # the model card, when the model has one
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(
+            self.detector, self.max_batch, self.max_wait_ms, self.limits.max_queued_images,
+            self.metrics,
+        )  # fmt: skip
+        self.pool: ThreadPoolExecutor | None = None
+        self.in_flight = 0  # /v1/scan requests being handled
+
+    @property
+    def threshold(self) -> float:
+        return self.detector.threshold
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher.running and self.batcher.open < self.limits.max_queued_images
+
+    def start(self) -> None:
+        workers = default_workers() if self.workers is None else max(1, self.workers)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="dfscan-serve-decode")
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def decode(self, data: bytes) -> _Decoded:
+        """Header check, decode and crop, provenance: one upload, on a decoding thread.
+
+        As in a scan, only DataError is the image's fault; but a server answers every upload,
+        so anything else Pillow raises on hostile bytes is an error result too (the Ray
+        engine's rule), never a failed request.
+        """
+        cells: tuple[str | None, str | None] = (None, None)
+        if self.provenance:
+            prov = read_provenance(io.BytesIO(data))
+            cells = (prov.label, prov.detail_json())
+        try:
+            check_pixels(data, self.limits.max_pixels)
+            pixels, info = decode_prepared(data, self.detector.meta.preprocess)
+        except DataError as exc:
+            return _Decoded(None, error=exc.message, provenance=cells)
+        except Exception as exc:
+            return _Decoded(
+                None, error=f"not a readable image: {type(exc).__name__}: {exc}", provenance=cells
+            )
+        return _Decoded(pixels, info.width, info.height, info.format, info.animated, None, cells)
+
+    async def _one(self, upload: Upload, threshold: float) -> dict[str, Any]:
+        try:
+            loop = asyncio.get_running_loop()
+            d = await loop.run_in_executor(self.pool, self.decode, upload.data)
+            p, error = None, d.error
+            if d.pixels is not None:
+                p = await self.batcher.score(d.pixels)
+                if not np.isfinite(p):
+                    p, error = None, NO_SCORE
+        finally:
+            self.batcher.release(1)
+        if error is not None:  # Pillow names its buffer where a scan's message names the file
+            error = _BUFFER.sub(repr(upload.name), error)
+        scored = Scored(upload.name, "", p, d.width, d.height, d.format, d.animated, error)
+        row = Row.from_scored(scored, threshold, self.model_sha256, *d.provenance)
+        self.metrics.images.inc(1, "error" if p is None else "scored")
+        if row.verdict == FAKE:
+            self.metrics.flagged.inc()
+        return _record(row)
+
+    async def scan(self, uploads: list[Upload], threshold: float | None = None) -> list[dict]:
+        """One result per upload, in order. The caller has ``batcher.reserve``d them."""
+        t = self.threshold if threshold is None else threshold
+        return list(await asyncio.gather(*(self._one(u, t) for u in uploads)))
+
+    def model_info(self) -> dict[str, Any]:
+        """``GET /v1/model``: the model's identity, spec and what made it."""
+        meta = self.detector.meta
+        return {
+            "name": self.model_path.name,
+            "sha256": self.model_sha256,
+            "arch": meta.arch,
+            "precision": meta.precision,
+            "threshold": meta.threshold,
+            "threshold_rule": meta.threshold_rule,
+            "provider": self.detector.provider,
+            "input_size": meta.size,
+            "classes": list(meta.classes),
+            "spec": meta.spec.to_dict(),
+            "spec_sha256": meta.spec.sha256,
+            "training": meta.training,
+            "metrics": meta.metrics,
+            "versions": meta.versions,
+            "export": meta.export,
+            "card": self.card,
+            "max_batch": self.batcher.max_batch,
+            "limits": {
+                "max_body_bytes": self.limits.max_body_bytes,
+                "max_files": self.limits.max_files,
+                "max_pixels": self.limits.max_pixels,
+            },
+        }
