@@ -24,6 +24,7 @@ from dfscan.scanner.cli_support import debug_enabled, err_console, set_debug
 from dfscan.scanner.errors import first_line
 from dfscan.scanner.report_cli import report
 from dfscan.scanner.scan_cli import SCAN_HELP, scan
+from dfscan.scanner.serve.cli import SERVE_HELP, serve
 
 app = typer.Typer(
     name="dfscan",
@@ -57,6 +58,7 @@ app.command("scan", help=SCAN_HELP)(scan)
 app.command("bench")(bench)
 app.command("report")(report)
 app.command("calibrate", help=CALIBRATE_HELP)(calibrate)
+app.command("serve", help=SERVE_HELP)(serve)
 
 
 def _load_plugins() -> None:
