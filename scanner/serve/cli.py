@@ -33,7 +33,7 @@ SERVE_HELP = (
     "within --max-body-mb, --max-files, --max-pixels, --max-requests and --max-queued (413, "
     "429, 503 with a JSON error beyond them).\n\n"
     "Exit codes: 0 stopped; 2 bad arguments (a non-loopback --host without a key); 3 the "
-    '[serve] extra is missing (pip install "dfscan[serve]"); 4 unusable model; 5 device '
+    '\\[serve] extra is missing (pip install "dfscan\\[serve]"); 4 unusable model; 5 device '
     "unavailable."
 )
 
@@ -109,8 +109,13 @@ def resolve_model(
     detector with its card."""
     if model is not None:
         return Path(model), None
-    from dfscan.scanner import builtin
-
+    try:
+        from dfscan.scanner import builtin
+    except ImportError:  # an install without the built-in detector
+        raise DataError(
+            "--model is required: this install has no built-in detector",
+            hint="dfscan serve --model M.onnx",
+        ) from None
     path = builtin.resolve_model(None, notify)
     return path, builtin.load_part().card
 
