@@ -195,8 +195,9 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.tjFree.argtypes = [ctypes.c_void_p]
 
 
-class _Handles(threading.local):
-    """One decompressor and one transformer per thread (TurboJPEG handles are not shared)."""
+class _Handles:
+    """One thread's decompressor and transformer (TurboJPEG handles are not shared between
+    threads); freed when the thread ends and its thread-local storage drops them."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.lib = lib
@@ -234,7 +235,14 @@ class TurboJpeg:
     def __init__(self, lib: ctypes.CDLL) -> None:
         _bind(lib)
         self.lib = lib
-        self._handles = _Handles(lib)
+        self._local = threading.local()
+
+    @property
+    def _handles(self) -> _Handles:
+        handles = getattr(self._local, "handles", None)
+        if handles is None:
+            handles = self._local.handles = _Handles(self.lib)
+        return handles
 
     def header(self, data: bytes) -> JpegHeader | None:
         w, h, s, c = (ctypes.c_int() for _ in range(4))

@@ -277,3 +277,48 @@ def test_exif_transpose_reference_is_pillows(tmp_path: Path, photo):
     with Image.open(path) as im:
         assert img.size == ImageOps.exif_transpose(im).size == (60, 90)
     assert (info.width, info.height) == (60, 90)
+
+
+@needs_turbo
+def test_each_thread_has_its_own_handles_and_frees_them(tmp_path: Path, photo):
+    """Decoding threads come and go with every scan's pool: their handles go with them."""
+    import gc
+    import threading
+    import weakref
+
+    turbo = region.turbojpeg()
+    assert turbo is not None
+    data = jpeg_bytes(np.ascontiguousarray(photo[:100, :100]), quality=90)
+    seen: list[weakref.ref] = []
+
+    def work() -> None:
+        assert turbo.header(data) is not None
+        seen.append(weakref.ref(turbo._handles))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.collect()
+    assert len(seen) == 2 and all(ref() is None for ref in seen)
+    assert turbo._handles is turbo._handles  # and one per thread while it lives
+
+
+def test_threads_decode_the_same_pixels(tmp_path: Path, photo):
+    """The scanner decodes on a thread pool: region decodes at once give the serial pixels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = []
+    for i in range(12):
+        arr = np.ascontiguousarray(np.rot90(photo, i % 4)[: 200 + 7 * i, : 300 - 5 * i])
+        path = tmp_path / f"{i}.{'jpg' if i % 3 else 'png'}"
+        Image.fromarray(arr).save(path, **({"quality": 90} if i % 3 else {}))
+        paths.append(path)
+    cfg = PreprocessConfig(size=96)
+    serial = [full_way(p, cfg)[0] for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            threaded = list(pool.map(lambda p: decode_prepared(p, cfg)[0], paths))
+            for got, want in zip(threaded, serial, strict=True):
+                np.testing.assert_array_equal(got, want)
