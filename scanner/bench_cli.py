@@ -50,6 +50,8 @@ def _stage_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if s.get("fraction_of_limit") is not None:
             notes.append(f"{100 * s['fraction_of_limit']:.0f}% of the limit")
         notes.append(f"{100 * s['fraction_of_model_only']:.0f}% of model only")
+        if s.get("cores_busy") is not None:
+            notes.append(f"{s['cores_busy']:.2f} cores busy")
         rows.append(("end-to-end scan", fmt, _rate(s["images_per_s"]), "; ".join(notes)))
     limit = report.get("limit") or {}
     for fmt in report["scan"]:

@@ -201,9 +201,13 @@ class ScanRun:
     def __init__(self, options: ScanOptions, detector: Detector) -> None:
         self.options, self.detector = options, detector
         self.last: ScanResult | None = None
+        self.busy: list[float] = []  # per scan: process CPU seconds / wall seconds
 
     def __call__(self) -> float:
+        cpu, wall = time.process_time(), time.perf_counter()
         self.last = run_scan(self.options, detector=self.detector)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        self.busy.append(cpu / wall if wall > 0 else 0.0)
         return self.last.elapsed_s
 
     def arm(self) -> Arm:
@@ -218,6 +222,9 @@ class ScanRun:
             "images": self.last.scanned,
             "images_per_s": rate,
             "errors": self.last.tallies.total().errors,
+            # cores this process kept busy while scanning (median of the scans): below the
+            # cores available, either the scan waits (a stall) or other processes had them
+            "cores_busy": statistics.median(self.busy) if self.busy else None,
         }
 
 

@@ -71,6 +71,7 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
         cores_per_image = limit[fmt]["decode_core_ms"] + limit["model_core_ms"]
         assert limit[fmt]["images_per_s"] == pytest.approx(1e3 * limit["cores"] / cores_per_image)
         assert s["fraction_of_limit"] == report["ratios"][f"scan / limit ({fmt})"]["median"]
+        assert 0 < s["cores_busy"] <= 4 * limit["cores"]
     for d in report["decode"].values():  # crop mode: the region decode beside the whole one
         assert d["region_vs_full"]["rounds"] == 3
         assert d["images_per_s_1_thread_full_decode"] > 0
