@@ -9,8 +9,9 @@ runs wait in the queue and make the next one, so under load batches fill up with
 and a lone request never waits for partners that cannot come: when every admitted image is
 already in the batch, it runs at once.
 
-Admission is counted here too (``reserve``/``release``): the number of images between upload
-and answer is bounded, which bounds the memory of queued crops.
+Admission is counted here too: ``reserve`` admits a request's images (the number between upload
+and answer is bounded, which bounds the memory of queued crops), ``skip`` says one of them will
+never come (it did not decode), ``release`` that one was answered.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Batcher:
         self.max_open = max_open
         self.metrics = metrics or Metrics()
         self.open = 0  # images admitted and not yet answered
+        self.upcoming = 0  # images admitted and not yet taken into a batch (nor skipped)
         self.queue: asyncio.Queue[_Item] | None = None
         self.task: asyncio.Task[None] | None = None
         self.pool: ThreadPoolExecutor | None = None
@@ -89,8 +91,13 @@ class Batcher:
         if self.open + n > self.max_open:
             return False
         self.open += n
+        self.upcoming += n
         self.metrics.queued.set(self.open)
         return True
+
+    def skip(self, n: int = 1) -> None:
+        """``n`` admitted images will not be scored (they did not decode): wait for them no more."""
+        self.upcoming = max(0, self.upcoming - n)
 
     def release(self, n: int = 1) -> None:
         """``n`` admitted images are answered (scored or not)."""
@@ -108,22 +115,22 @@ class Batcher:
         assert self.queue is not None
         first = await self.queue.get()
         batch = [first]
+        self.upcoming = max(0, self.upcoming - 1)
         deadline = first.arrived + self.max_wait
         while len(batch) < self.max_batch:
             try:
                 batch.append(self.queue.get_nowait())
-                continue
             except asyncio.QueueEmpty:
-                pass
-            if self.open <= len(batch):  # nothing else admitted: nobody to wait for
-                break
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), left))
-            except asyncio.TimeoutError:
-                break
+                if self.upcoming <= 0:  # nothing else admitted: nobody to wait for
+                    break
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+            self.upcoming = max(0, self.upcoming - 1)
         return batch
 
     async def _loop(self) -> None:

@@ -125,15 +125,19 @@ class Service:
         return _Decoded(pixels, info.width, info.height, info.format, info.animated, None, cells)
 
     async def _one(self, upload: Upload, threshold: float) -> dict[str, Any]:
+        submitted = False
         try:
             loop = asyncio.get_running_loop()
             d = await loop.run_in_executor(self.pool, self.decode, upload.data)
             p, error = None, d.error
             if d.pixels is not None:
+                submitted = True
                 p = await self.batcher.score(d.pixels)
                 if not np.isfinite(p):
                     p, error = None, NO_SCORE
         finally:
+            if not submitted:
+                self.batcher.skip(1)
             self.batcher.release(1)
         if error is not None:  # Pillow names its buffer where a scan's message names the file
             error = _BUFFER.sub(repr(upload.name), error)

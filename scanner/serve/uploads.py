@@ -89,11 +89,13 @@ async def read_raw(
 
 @dataclass
 class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)
     data: bytearray = field(default_factory=bytearray)
 
 
-def _disposition(value: str) -> dict[str, str]:
+def _disposition(value: bytes) -> dict[str, str]:
+    """The parameters of a Content-Disposition header, given as its raw bytes: browsers send
+    file names as UTF-8 bytes, which only a bytes-level parse keeps intact."""
     from python_multipart.multipart import parse_options_header
 
     _, params = parse_options_header(value)
@@ -131,7 +133,7 @@ async def read_multipart(
 
     def on_header_end() -> None:
         key = header_field.decode("latin-1").lower()
-        parts[-1].headers[key] = header_value.decode("utf-8", "replace")
+        parts[-1].headers[key] = bytes(header_value)
         header_field.clear()
         header_value.clear()
 
@@ -155,7 +157,7 @@ async def read_multipart(
         raise UploadError(400, "bad_request", f"malformed multipart body: {exc}") from None
     uploads = []
     for part in parts:
-        disposition = _disposition(part.headers.get("content-disposition", ""))
+        disposition = _disposition(part.headers.get("content-disposition", b""))
         if "filename" in disposition:
             name = disposition["filename"] or disposition.get("name") or RAW_NAME
             uploads.append(Upload(name, bytes(part.data)))
