@@ -314,13 +314,23 @@ def turbojpeg() -> TurboJpeg | None:
     with _turbo_lock:
         if not _turbo_tried:
             _turbo_tried = True
-            path = os.environ.get(TURBOJPEG_ENV) or ctypes.util.find_library("turbojpeg")
-            if path:
-                try:
-                    _turbo = TurboJpeg(ctypes.CDLL(path))
-                except (OSError, AttributeError):  # not loadable, or an API without these calls
-                    _turbo = None
+            _turbo = _load_turbojpeg()
         return _turbo
+
+
+def _load_turbojpeg() -> TurboJpeg | None:
+    """The library named by DFSCAN_TURBOJPEG, else Debian's soname, else the loader's search
+    (``find_library`` runs ``ldconfig``: only when the soname is not there)."""
+    named = os.environ.get(TURBOJPEG_ENV)
+    for path in [named] if named else ["libturbojpeg.so.0", None]:
+        path = path or ctypes.util.find_library("turbojpeg")
+        if not path:
+            continue
+        try:
+            return TurboJpeg(ctypes.CDLL(path))
+        except (OSError, AttributeError):  # not loadable, or an API without these calls
+            continue
+    return None
 
 
 # --- PNG: rows up to the last needed one ----------------------------------------------------

@@ -322,3 +322,13 @@ def test_threads_decode_the_same_pixels(tmp_path: Path, photo):
             threaded = list(pool.map(lambda p: decode_prepared(p, cfg)[0], paths))
             for got, want in zip(threaded, serial, strict=True):
                 np.testing.assert_array_equal(got, want)
+
+
+def test_a_library_that_does_not_load_means_the_full_decode(tmp_path: Path, photo, monkeypatch):
+    monkeypatch.setenv(region.TURBOJPEG_ENV, str(tmp_path / "libturbojpeg.so.0"))  # none there
+    monkeypatch.setattr(region, "_turbo", None)
+    monkeypatch.setattr(region, "_turbo_tried", False)
+    assert region.turbojpeg() is None
+    path = tmp_path / "a.jpg"
+    path.write_bytes(jpeg_bytes(np.ascontiguousarray(photo[:120, :130]), quality=90))
+    assert_same(path, PreprocessConfig(size=64), fast=False)
