@@ -207,6 +207,9 @@ def test_the_page_uploads_and_shows_verdicts_in_headless_chromium(url: str, tmp_
     html = dom.stdout
     assert 'data-state="done"' in html, html[-3000:]
     assert 'data-model-sha256="' in html and "brightness.onnx" in html
+    assert '<form id="key-form" class="key" hidden="">' in html  # no key needed: no prompt
+    order = [c.split('class="name">')[1].split("<")[0] for c in cards(html)]
+    assert order == ["white.png", "dark.png", "broken.png"]
     shown = {c.split('class="name">')[1].split("<")[0]: c for c in cards(html)}
     assert set(shown) == {"white.png", "dark.png", "broken.png"}
     assert 'data-verdict="fake"' in shown["white.png"] and 'data-p-fake="1"' in shown["white.png"]

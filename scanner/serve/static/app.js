@@ -56,7 +56,6 @@ function card(file) {
   img.alt = "thumbnail of " + file.name;
   img.src = URL.createObjectURL(file);
   li.append(img, el("div", "name", file.name), el("div", "verdict", "scanning…"));
-  $("results").prepend(li);
   return li;
 }
 
@@ -127,6 +126,7 @@ async function upload(fileList) {
   if (!files.length) return;
   const per = (state.model && state.model.limits && state.model.limits.max_files) || 16;
   const cards = files.map(card);
+  $("results").prepend(...cards); // the newest upload first, its files in their order
   state.pending += 1;
   document.body.dataset.state = "scanning";
   setStatus("scanning " + files.length + " image" + (files.length === 1 ? "" : "s") + "…");
