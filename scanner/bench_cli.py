@@ -59,7 +59,8 @@ def _stage_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             note = (
                 f"{limit['cores']} cores / ({limit[fmt]['decode_core_ms']:.1f} ms decode + "
                 f"{limit['model_core_ms']:.1f} ms model core-time per image, batch "
-                f"{limit['batch_size']})"
+                f"{limit['batch_size']}); the model alone kept {limit['model_cores_busy']:.2f} "
+                "cores busy"
             )
             rows.append(("limit", fmt, _rate(limit[fmt]["images_per_s"]), note))
     for r in report.get("ray") or []:

@@ -149,9 +149,17 @@ def repeated_interleaved(
     return seconds
 
 
+@dataclass
+class CoreTimes:
+    """Per arm, one figure per round: CPU seconds per item, and cores kept busy (CPU / wall)."""
+
+    per_item: dict[str, list[float]]
+    busy: dict[str, list[float]]
+
+
 def core_seconds_rounds(
     arms: Mapping[str, Arm], rounds: int, turn_seconds: float = 1.0
-) -> dict[str, list[float]]:
+) -> CoreTimes:
     """CPU seconds per item of each arm (all the process's threads: ``time.process_time``),
     one figure per interleaved round, after a warm-up call each.
 
@@ -161,12 +169,14 @@ def core_seconds_rounds(
     calls: dict[str, int] = {}
     for name, arm in arms.items():
         calls[name] = calls_per_turn(arm.timed(), turn_seconds)
-    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    out = CoreTimes({name: [] for name in arms}, {name: [] for name in arms})
     for order in round_orders(list(arms), rounds):
         for name in order:
             arm = arms[name]
-            start = time.process_time()
+            cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(calls[name]):
                 arm.fn()
-            cpu[name].append((time.process_time() - start) / (calls[name] * arm.items))
-    return cpu
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            out.per_item[name].append(cpu / (calls[name] * arm.items))
+            out.busy[name].append(cpu / wall if wall > 0 else 0.0)
+    return out

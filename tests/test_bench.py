@@ -66,6 +66,7 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
     }
     limit = report["limit"]
     assert limit["cores"] >= 1 and limit["model_core_ms"] > 0 and limit["batch_size"] == 2
+    assert limit["model_cores_busy"] > 0
     for fmt, s in report["scan"].items():
         assert limit[fmt]["decode_core_ms"] > 0
         cores_per_image = limit[fmt]["decode_core_ms"] + limit["model_core_ms"]

@@ -108,6 +108,7 @@ def test_core_seconds_count_cpu_not_waiting():
             pass
 
     arms = {"wait": Arm(lambda: time.sleep(0.01), 2), "busy": Arm(busy, 2)}
-    cpu = core_seconds_rounds(arms, rounds=3, turn_seconds=0.0)
-    assert [len(v) for v in cpu.values()] == [3, 3]
-    assert statistics.median(cpu["wait"]) < statistics.median(cpu["busy"])
+    times = core_seconds_rounds(arms, rounds=3, turn_seconds=0.0)
+    assert [len(v) for v in times.per_item.values()] == [3, 3]
+    assert statistics.median(times.per_item["wait"]) < statistics.median(times.per_item["busy"])
+    assert statistics.median(times.busy["wait"]) < statistics.median(times.busy["busy"])
