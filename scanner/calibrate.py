@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dfscan.scanner.builtin import resolve_model
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.model_meta import ONNX_FORMAT_VERSION, PREFIX, ModelMeta
 
@@ -148,13 +149,6 @@ class Calibration:
         }
 
 
-def resolve_model(model: Path | str | None) -> Path:
-    """The model to calibrate. One place, so a default (the built-in detector) can come later."""
-    if model is None:
-        raise DataError("missing MODEL, the .onnx detector to calibrate")
-    return Path(model)
-
-
 def _check_paths(model: Path, reals: Path, out: Path, overwrite: bool) -> None:
     if not reals.exists():
         raise DataError(f"folder not found: {reals}")
@@ -229,7 +223,7 @@ def _warnings(n: int, target_fpr: float, flagged: int, interval: tuple[float, fl
 
 
 def calibrate(
-    model: Path | str,
+    model: Path | str | None,
     reals: Path | str,
     out: Path | str,
     target_fpr: float = 0.05,
@@ -242,10 +236,10 @@ def calibrate(
     notify: Callable[[str], None] = lambda message: None,
     detector: Detector | None = None,
 ) -> Calibration:
-    """Score the real photos under ``reals`` with ``model``, write ``out``: a copy of the
-    model whose spec's threshold (for the file's precision) flags at most ``target_fpr`` of
-    them, with its rule, and a ``dfscan.calibration`` entry saying how many reals, from which
-    folder (its name), and the rates before and after.
+    """Score the real photos under ``reals`` with ``model`` (None: the built-in detector),
+    write ``out``: a copy of the model whose spec's threshold (for the file's precision) flags
+    at most ``target_fpr`` of them, with its rule, and a ``dfscan.calibration`` entry saying
+    how many reals, from which folder (its name), and the rates before and after.
 
     Raises ``DataError`` (bad target, missing folder, no images, ``out`` exists without
     ``overwrite``) and ``ModelError`` (not a dfscan model); unreadable images are skipped and
@@ -254,7 +248,7 @@ def calibrate(
     from dfscan.scanner.detector import Detector
 
     check_target(target_fpr)
-    model, reals, out = resolve_model(model), Path(reals), Path(out)
+    model, reals, out = resolve_model(model, notify), Path(reals), Path(out)
     _check_paths(model, reals, out, overwrite)
     detector = detector or Detector.from_onnx(model, device, notify=notify)
     if detector.warning:

@@ -29,8 +29,11 @@ CALIBRATE_HELP = (
 )
 
 ModelArg = Annotated[
-    Path,
-    typer.Argument(help="A .onnx detector written by dfscan export.", show_default=False),
+    Path | None,
+    typer.Argument(
+        help="A .onnx detector written by dfscan export; omitted: the built-in detector.",
+        show_default=False,
+    ),
 ]
 RealsOpt = Annotated[
     Path,
@@ -62,18 +65,11 @@ BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Images per inference bat
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-def model_path(model: Path | None) -> Path:
-    """MODEL as given; the one place where a default detector can be chosen later."""
-    from dfscan.scanner.calibrate import resolve_model
-
-    return resolve_model(model)
-
-
 @report_errors
 def calibrate(
-    model: ModelArg,
     reals: RealsOpt,
     out: OutOpt,
+    model: ModelArg = None,
     target_fpr: TargetFprOpt = 0.05,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = DeviceChoice.auto,
@@ -87,7 +83,7 @@ def calibrate(
     bar = None if quiet else _Bar(_progress())
     try:
         result = run_calibration(
-            model_path(model),
+            model,
             reals,
             out,
             target_fpr,

@@ -22,6 +22,7 @@ from dfscan.scanner.bench_cli import bench
 from dfscan.scanner.calibrate_cli import CALIBRATE_HELP, calibrate
 from dfscan.scanner.cli_support import debug_enabled, err_console, set_debug
 from dfscan.scanner.errors import first_line
+from dfscan.scanner.models_cli import models
 from dfscan.scanner.report_cli import report
 from dfscan.scanner.scan_cli import SCAN_HELP, scan
 from dfscan.scanner.serve.cli import SERVE_HELP, serve
@@ -59,6 +60,7 @@ app.command("bench")(bench)
 app.command("report")(report)
 app.command("calibrate", help=CALIBRATE_HELP)(calibrate)
 app.command("serve", help=SERVE_HELP)(serve)
+app.command("models")(models)
 
 
 def _load_plugins() -> None:

@@ -13,7 +13,6 @@ order; it fills two columns and never touches a score.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from dfscan.scanner.builtin import file_sha256, resolve_model
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import (
     DiscoveryStats,
@@ -50,7 +50,7 @@ Engine = Literal["auto", "local", "ray"]
 @dataclass
 class ScanOptions:
     folders: Sequence[Path | str]  # local folders/files, or fsspec URIs (s3://…) with ray
-    model: Path | str  # paths may be given as str: they are Paths after construction
+    model: Path | str | None  # None: the built-in detector; str paths become Paths
     csv: Path | str | None = None
     jsonl: Path | str | None = None
     threshold: float | None = None  # None: the model's calibrated threshold
@@ -65,7 +65,7 @@ class ScanOptions:
     ray: RayOptions | None = None  # --engine ray settings (workers, address, resources)
 
     def __post_init__(self) -> None:
-        self.model = Path(self.model)
+        self.model = None if self.model is None else Path(self.model)
         for name in ("csv", "jsonl", "html"):
             value = getattr(self, name)
             if value is not None:
@@ -131,15 +131,6 @@ class ScanResult:
         }
 
 
-def file_sha256(path: Path) -> str:
-    """The model's identity in reports: the SHA-256 of its file (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -200,6 +191,7 @@ def run_scan(
         raise DataError("--retry-errors continues a report: pass it with --resume")
     # (with Ray the actors score; the driver's session only reads the model's metadata)
     device = "cpu" if engine == "ray" else options.device
+    options.model = resolve_model(options.model, notify)
     detector = detector or Detector.from_onnx(options.model, device, notify=notify)
     model_sha256 = file_sha256(options.model)
     if detector.warning:

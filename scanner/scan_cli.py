@@ -37,7 +37,7 @@ SCAN_HELP = (
     "Exit codes: 0 done (also when some files were unreadable); 1 an image was flagged fake "
     "and --fail-on-fake was given; 2 bad arguments, missing folder, no images found or a report "
     "file that cannot be used (exists, another model or threshold); 3 an optional extra is "
-    "missing (--engine ray); 4 unusable model; 5 device unavailable; 70 internal error (a bug; "
+    "missing (--engine ray, or the built-in detector's first assembly); 4 unusable model; 5 device unavailable; 70 internal error (a bug; "
     "--debug shows the traceback); 130 interrupted."
 )
 
@@ -246,7 +246,14 @@ FoldersArg = Annotated[
     ),
 ]
 ModelOpt = Annotated[
-    Path, typer.Option("--model", "-m", help="A .onnx detector written by dfscan export.")
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A .onnx detector written by dfscan export. Default: dfscan's built-in detector "
+        "(dfscan models shows its card).",
+        show_default=False,
+    ),
 ]
 CsvOpt = Annotated[
     Path | None, typer.Option("--csv", help="Write one row per file to this CSV (flushed).")
@@ -327,7 +334,7 @@ QuietOpt = Annotated[
 @report_errors
 def scan(
     folders: FoldersArg,
-    model: ModelOpt,
+    model: ModelOpt = None,
     csv: CsvOpt = None,
     jsonl: JsonlOpt = None,
     summary_json: SummaryJsonOpt = None,
@@ -348,13 +355,14 @@ def scan(
     quiet: QuietOpt = False,
 ) -> None:
     """Scan folders of images and report which look generated (see SCAN_HELP)."""
+    from dfscan.scanner.builtin import resolve_model
     from dfscan.scanner.engine_ray import RayOptions
     from dfscan.scanner.scan import ScanOptions
 
     _check_report_flags(resume, overwrite, retry_errors)
     options = ScanOptions(
         folders=folders,
-        model=model,
+        model=resolve_model(model, _note),
         csv=csv,
         jsonl=jsonl,
         threshold=threshold,
@@ -389,6 +397,10 @@ def _check_report_flags(resume: bool, overwrite: bool, retry_errors: bool) -> No
         raise typer.BadParameter("choose one of --resume and --overwrite")
     if retry_errors and not resume:
         raise typer.BadParameter("--retry-errors continues a report: pass it with --resume")
+
+
+def _note(message: str) -> None:
+    err_console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
 
 def _warn(message: str) -> None:

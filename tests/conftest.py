@@ -45,6 +45,18 @@ def _no_debug_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DFSCAN_DEBUG", "0")
 
 
+@pytest.fixture(scope="session")
+def _builtin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dfscan-cache")
+
+
+@pytest.fixture(autouse=True)
+def _no_user_cache(monkeypatch: pytest.MonkeyPatch, _builtin_cache: Path) -> None:
+    """The built-in detector is assembled into a cache of the test session, never the user's
+    (once per session: tests that need a fresh cache set DFSCAN_CACHE themselves)."""
+    monkeypatch.setenv("DFSCAN_CACHE", str(_builtin_cache))
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_folder_dataset(tmp_path / "data")

@@ -15,11 +15,12 @@ from rich.markup import escape
 from dfscan.scanner.cli_support import console, err_console, report_errors
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from dfscan.train.grid import Grid
 
 
 def register(app: typer.Typer) -> None:
-    app.command("models")(models)
     app.command("demo-data")(demo_data)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
@@ -27,14 +28,14 @@ def register(app: typer.Typer) -> None:
     app.command("experiments")(experiments)
 
 
-@report_errors
-def models() -> None:
-    """List the registered detector architectures."""
+def architecture_table() -> Table:
+    """The registered detector architectures (the ``dfscan.models`` entry point: ``dfscan
+    models`` prints it beside the built-in detector's card)."""
     from rich.table import Table
 
     from dfscan.train.registry import get_spec, list_models
 
-    table = Table()
+    table = Table(title="architectures (dfscan train --arch NAME)", title_justify="left")
     table.add_column("arch", no_wrap=True)
     for column in ("default --train-layers", "normalisation (mean/std)", "about"):
         table.add_column(column)
@@ -43,7 +44,7 @@ def models() -> None:
         norm = f"{spec.mean[0]:g},{spec.mean[1]:g},{spec.mean[2]:g} / {spec.std[0]:g},…"
         cells = (name, ",".join(spec.default_train_layers), norm, spec.description)
         table.add_row(*map(escape, cells))  # "[lite] extra" is text, not markup
-    console.print(table)
+    return table
 
 
 @report_errors

@@ -262,18 +262,23 @@ def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) -> TrainResult:
-    """Reload the best model, score the test split, store both in model.ckpt and metrics.json."""
+    """Reload the best model, score the test split, store both in model.ckpt and metrics.json.
+
+    A split without test images (a final model trained on everything, e.g. the built-in
+    detector) records no test metrics instead of failing on an empty set."""
     loaded = load_checkpoint(out / "model.ckpt", device)
     model, best = loaded.model, loaded.data
     test_samples = data.subset("test")
-    test_set = ImageDataset(cfg.data, test_samples, preprocess, None, cfg.seed)
-    test = predict(
-        model, make_loader(test_set, cfg.batch_size, cfg.workers, False, cfg.seed), device
-    )
     threshold = loaded.threshold
-    test_metrics = split_metrics(test, test_samples, threshold)
-    best["metrics"]["test"] = test_metrics
-    write_atomic(best, out / "model.ckpt")
+    test_metrics: dict[str, Any] = {}
+    if test_samples:
+        test_set = ImageDataset(cfg.data, test_samples, preprocess, None, cfg.seed)
+        test = predict(
+            model, make_loader(test_set, cfg.batch_size, cfg.workers, False, cfg.seed), device
+        )
+        test_metrics = split_metrics(test, test_samples, threshold)
+        best["metrics"]["test"] = test_metrics
+        write_atomic(best, out / "model.ckpt")
     report = {
         "best_epoch": best_epoch,
         "threshold": threshold,
@@ -283,10 +288,14 @@ def _finish(cfg, out, data, preprocess, device, history, best_epoch, console) ->
         "data": data.summary(),
     }
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    tested = (
+        f"test accuracy {test_metrics['accuracy']:.3f}, AUC {num(test_metrics['roc_auc'], NA)}, "
+        f"AP {num(test_metrics['ap'], NA)}"
+        if test_metrics
+        else "no test split"
+    )
     console.print(
         f"best epoch {best_epoch}: threshold {threshold:.3f} ({loaded.threshold_rule}); "
-        "test accuracy "
-        f"{test_metrics['accuracy']:.3f}, AUC {num(test_metrics['roc_auc'], NA)}, "
-        f"AP {num(test_metrics['ap'], NA)} → {out / 'model.ckpt'}"
+        f"{tested} → {out / 'model.ckpt'}"
     )
     return TrainResult(out, best_epoch, threshold, best["metrics"]["val"], test_metrics, history)
