@@ -46,6 +46,7 @@ from dfscan.scanner.bench_stages import (
     scan_options,
 )
 from dfscan.scanner.bench_timing import Rounds, ratio_summary, run_rounds
+from dfscan.scanner.decode_region import fast_decode_enabled
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import DiscoveryStats, Found, discover
 from dfscan.scanner.errors import DataError, DeviceError
@@ -261,6 +262,12 @@ def _scans(
     runs[without] = ScanRun(
         scan_options(folders[first], settings, tmp / "off.csv", provenance=False), main
     )
+    whole = f"{first}, whole-image decode"
+    region_decode = main.meta.preprocess.mode == "crop" and fast_decode_enabled()
+    if region_decode:  # the scan as it was before the region decode, in the same rounds
+        runs[whole] = ScanRun(
+            scan_options(folders[first], settings, tmp / "whole.csv"), main, full_decode=True
+        )
     model = f"model only, batch {settings.scan_batch_size}"
     arms = {name: run.arm() for name, run in runs.items()}
     arms[model] = model_arm(main, crops, settings.scan_batch_size)
@@ -273,6 +280,11 @@ def _scans(
         report["scan"][fmt]["fraction_of_model_only"] = share["median"]
     report["scan"][first]["images_per_s_without_provenance"] = rounds.rate(without)
     report["ratios"][f"scan with / without provenance ({first})"] = rounds.ratio(first, without)
+    if region_decode:
+        report["scan"][first]["images_per_s_whole_image_decode"] = rounds.rate(whole)
+        report["ratios"][f"scan, region / whole-image decode ({first})"] = rounds.ratio(
+            first, whole
+        )
     return rounds
 
 

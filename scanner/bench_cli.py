@@ -47,6 +47,8 @@ def _stage_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for fmt, s in report["scan"].items():
         off = s.get("images_per_s_without_provenance")
         notes = [f"{_rate(off)} with --no-provenance"] if off else []
+        if s.get("images_per_s_whole_image_decode"):
+            notes.append(f"{_rate(s['images_per_s_whole_image_decode'])} decoding whole images")
         if s.get("fraction_of_limit") is not None:
             notes.append(f"{100 * s['fraction_of_limit']:.0f}% of the limit")
         notes.append(f"{100 * s['fraction_of_model_only']:.0f}% of model only")

@@ -63,7 +63,9 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
         "scan / limit (jpeg)",
         "scan / limit (png)",
         "scan with / without provenance (jpeg)",
+        "scan, region / whole-image decode (jpeg)",
     }
+    assert report["scan"]["jpeg"]["images_per_s_whole_image_decode"] > 0
     limit = report["limit"]
     assert limit["cores"] >= 1 and limit["model_core_ms"] > 0 and limit["batch_size"] == 2
     assert limit["model_cores_busy"] > 0
