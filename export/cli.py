@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.errors import ExitCode
 
 if TYPE_CHECKING:
     from dfscan.export.exporter import ExportResult
@@ -59,7 +60,7 @@ ApToleranceOpt = Annotated[
     float,
     typer.Option(
         help="--check on labelled images: the AP an fp16/int8 graph may lose against the "
-        "fp32 model before the check fails (exit 6)."
+        f"fp32 model before the check fails (exit {ExitCode.PARITY.value})."
     ),
 ]
 

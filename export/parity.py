@@ -20,7 +20,7 @@ from rich.table import Table
 
 from dfscan.export.check_images import ImageSet
 from dfscan.export.graph_module import InputDType
-from dfscan.scanner.errors import DeviceError, DfscanError
+from dfscan.scanner.errors import DeviceError, DfscanError, ExitCode
 from dfscan.scanner.formatting import NA, num
 from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE
 from dfscan.scanner.runtime import CPU, load_session, open_session
@@ -37,7 +37,7 @@ CHUNK = 16  # images per forward pass: bounds memory at large crop sizes
 class ParityError(DfscanError):
     """An exported graph does not compute what the trained model computes."""
 
-    exit_code = 6
+    exit_code = ExitCode.PARITY
 
 
 @dataclass(frozen=True)

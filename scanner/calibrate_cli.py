@@ -8,13 +8,23 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.cli_support import console, device_option, err_console, report_errors
+from dfscan.scanner.errors import ExitCode, exit_codes_help
 from dfscan.scanner.formatting import pct
-from dfscan.scanner.scan_cli import EXIT_INTERRUPTED, DeviceChoice
 
 if TYPE_CHECKING:
     from dfscan.scanner.calibrate import Calibration
 
+# The codes ``dfscan calibrate`` can end with (its help lists them).
+CALIBRATE_EXIT_CODES = (
+    ExitCode.OK,
+    ExitCode.USAGE,
+    ExitCode.MISSING_EXTRA,
+    ExitCode.MODEL,
+    ExitCode.DEVICE,
+    ExitCode.BUG,
+    ExitCode.INTERRUPTED,
+)
 CALIBRATE_HELP = (
     "Re-set a detector's threshold on your own real photos and write a copy of the model.\n\n"
     "Scores every image under --reals (recursively, as dfscan scan reads them) and sets the "
@@ -23,9 +33,15 @@ CALIBRATE_HELP = (
     "detector spec carries it, with its rule and the number of photos; the graph is copied "
     "unchanged. Unreadable files are skipped and counted. Fewer than 10/target photos (200 at "
     "5 %) earn a warning: the rate on new photos is then uncertain.\n\n"
-    "Exit codes: 0 done; 2 bad arguments, missing folder, no readable images, --out exists "
-    "(without --overwrite); 4 unusable model; 5 device unavailable; 70 internal error (a bug; "
-    "--debug shows the traceback); 130 interrupted."
+    + exit_codes_help(
+        CALIBRATE_EXIT_CODES,
+        {
+            ExitCode.USAGE: "bad arguments, missing folder, no readable images, --out exists "
+            "(without --overwrite)",
+            ExitCode.MISSING_EXTRA: "an optional extra is missing (the built-in detector's "
+            "first assembly)",
+        },
+    )
 )
 
 ModelArg = Annotated[
@@ -58,8 +74,7 @@ OverwriteOpt = Annotated[
     typer.Option("--overwrite", help="Replace --out if it exists (also the model itself)."),
 ]
 DeviceOpt = Annotated[
-    DeviceChoice,
-    typer.Option(help="auto: CUDA when it works, else CPU; calibrate where you will scan."),
+    str, device_option(help="auto: CUDA when it works, else CPU; calibrate where you will scan.")
 ]
 BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Images per inference batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -72,7 +87,7 @@ def calibrate(
     model: ModelArg = None,
     target_fpr: TargetFprOpt = 0.05,
     overwrite: OverwriteOpt = False,
-    device: DeviceOpt = DeviceChoice.auto,
+    device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -88,14 +103,14 @@ def calibrate(
             out,
             target_fpr,
             overwrite=overwrite,
-            device=device.value,
+            device=device,
             batch_size=batch_size,
             progress=bar,
             notify=_warn,
         )
     except KeyboardInterrupt:
         err_console.print(f"[yellow]interrupted[/]; {escape(str(out))} was not written")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     finally:
         if bar is not None:
             bar.stop()

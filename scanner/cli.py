@@ -21,7 +21,7 @@ from dfscan.scanner import __version__
 from dfscan.scanner.bench_cli import bench
 from dfscan.scanner.calibrate_cli import CALIBRATE_HELP, calibrate
 from dfscan.scanner.cli_support import debug_enabled, err_console, set_debug
-from dfscan.scanner.errors import first_line
+from dfscan.scanner.errors import ExitCode, first_line
 from dfscan.scanner.models_cli import models
 from dfscan.scanner.report_cli import report
 from dfscan.scanner.scan_cli import SCAN_HELP, scan
@@ -101,7 +101,7 @@ def route(argv: Sequence[str], commands: Collection[str]) -> list[str]:
     return args
 
 
-EXIT_BUG = 70  # sysexits' EX_SOFTWARE: an internal error, distinct from every user error
+EXIT_BUG = ExitCode.BUG  # an internal error, distinct from every user error
 
 
 def command_names() -> list[str]:
@@ -125,4 +125,4 @@ def main() -> None:
         what = escape(f"{type(exc).__name__}: {first_line(exc)}")
         err_console.print(f"[bold red]error:[/] internal error (a bug): {what}", highlight=False)
         err_console.print("[dim]hint:[/] run again with --debug for the traceback")
-        sys.exit(EXIT_BUG)
+        sys.exit(ExitCode.BUG)

@@ -1,7 +1,8 @@
-"""What every dfscan command shares: consoles and the error edge.
+"""What every dfscan command shares: consoles, the error edge and the ``--device`` option.
 
-Domain errors (:class:`DfscanError`) become one red line plus a hint and a non-zero exit code;
-``--debug`` or ``DFSCAN_DEBUG=1`` shows the traceback instead.
+Domain errors (:class:`DfscanError`) become one red line plus a hint and a non-zero exit code
+(:class:`~dfscan.scanner.errors.ExitCode`); ``--debug`` or ``DFSCAN_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import functools
 import os
 import re
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from dfscan.scanner.errors import DfscanError
+from dfscan.scanner.errors import DeviceError, DfscanError, ExitCode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,9 +57,32 @@ def report_errors(fn: Callable[P, R]) -> Callable[P, R]:
             err_console.print(f"[bold red]error:[/] {need}")
             hint = escape(f'pip install "dfscan[{EXTRAS[exc.name]}]"')
             err_console.print(f"[dim]hint:[/] {hint}")
-            raise typer.Exit(3) from None
+            raise typer.Exit(ExitCode.MISSING_EXTRA) from None
 
     return wrapper
+
+
+def device_value(value: str) -> str:
+    """``--device`` of every command: the grammar of :func:`dfscan.scanner.runtime.parse_device`
+    (``auto``, ``cpu``, ``cuda``, ``cuda:N``); anything else is a usage error (exit 2) before the
+    command starts. The value stays the string the user gave."""
+    from dfscan.scanner.runtime import parse_device  # light, but --help does not need it
+
+    try:
+        parse_device(value)
+    except DeviceError as exc:
+        raise typer.BadParameter(exc.message) from None
+    return value
+
+
+DEVICE_METAVAR = "<auto|cpu|cuda[:N]>"
+
+
+def device_option(help: str, metavar: str | None = DEVICE_METAVAR) -> Any:
+    """A ``--device`` option (annotate it ``str``, default ``"auto"``) that takes the runtime's
+    device grammar; ``metavar=None`` shows typer's ``<str>`` (the training commands, whose
+    option tables a wider type column would rewrap)."""
+    return typer.Option(help=help, parser=device_value, metavar=metavar)
 
 
 def extras_of(requirements: list[str]) -> dict[str, str]:

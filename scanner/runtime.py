@@ -30,6 +30,7 @@ from dfscan.scanner.errors import DeviceError, ModelError, first_line
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
+_DEVICE_NAMES: dict[str, Device] = {name: name for name in DEVICES}
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -127,12 +128,22 @@ def first_batch(session: Any) -> None:
     session.run(None, feed)
 
 
+_DEVICE = re.compile(r"(?P<name>auto|cpu|cuda)|cuda:(?P<index>[0-9]+)")
+
+
 def parse_device(device: str) -> tuple[Device, int]:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` → (device, CUDA device id)."""
-    name, _, index = str(device).partition(":")
-    if name in DEVICES and (not index or (name == "cuda" and index.isdigit())):
-        return name, int(index or 0)  # type: ignore[return-value]
-    raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)} or cuda:N")
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` → (device, CUDA device id).
+
+    The one device grammar of dfscan: the runtime, ``dfscan.train`` (torch devices) and every
+    command's ``--device`` (:class:`dfscan.scanner.cli_support.DeviceType`) parse with it.
+    """
+    match = _DEVICE.fullmatch(str(device))
+    if match is None:
+        choices = ", ".join(DEVICES)
+        raise DeviceError(f"unknown device {device!r}; choose from {choices} or cuda:N")
+    if match["index"] is not None:
+        return "cuda", int(match["index"])
+    return _DEVICE_NAMES[match["name"]], 0
 
 
 def open_session(

@@ -54,7 +54,7 @@ class ScanOptions:
     csv: Path | str | None = None
     jsonl: Path | str | None = None
     threshold: float | None = None  # None: the model's calibrated threshold
-    device: Device = "auto"
+    device: Device | str = "auto"  # auto, cpu, cuda or cuda:N (runtime.parse_device)
     batch_size: int = 32
     workers: int | None = None  # decoding threads; None: one per core; 0: decode inline
     existing: Existing = "refuse"  # what to do with report files that already exist

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.cli_support import console, device_option, err_console, report_errors
 from dfscan.scanner.discovery import ROOT_GENERATOR
+from dfscan.scanner.errors import ExitCode, exit_codes_help
 from dfscan.scanner.formatting import num, pct
 from dfscan.scanner.labels import REAL
 
@@ -26,19 +27,32 @@ if TYPE_CHECKING:
 
     from dfscan.scanner.scan import ScanOptions, ScanResult
 
-EXIT_FAKE_FOUND = 1
-EXIT_INTERRUPTED = 130
-
-
+# The codes ``dfscan scan`` can end with (its help lists them, with these notes of its own).
+SCAN_EXIT_CODES = (
+    ExitCode.OK,
+    ExitCode.FAKE_FOUND,
+    ExitCode.USAGE,
+    ExitCode.MISSING_EXTRA,
+    ExitCode.MODEL,
+    ExitCode.DEVICE,
+    ExitCode.BUG,
+    ExitCode.INTERRUPTED,
+)
 SCAN_HELP = (
     "Scan folders of images and report which look generated.\n\n"
     "Formats: jpg jpeg png webp bmp tif tiff gif, any case; of an animated GIF or WebP the "
     "first frame is scanned. Files that cannot be read become rows with an error.\n\n"
-    "Exit codes: 0 done (also when some files were unreadable); 1 an image was flagged fake "
-    "and --fail-on-fake was given; 2 bad arguments, missing folder, no images found or a report "
-    "file that cannot be used (exists, another model or threshold); 3 an optional extra is "
-    "missing (--engine ray, or the built-in detector's first assembly); 4 unusable model; 5 device unavailable; 70 internal error (a bug; "
-    "--debug shows the traceback); 130 interrupted."
+    + exit_codes_help(
+        SCAN_EXIT_CODES,
+        {
+            ExitCode.OK: "done (also when some files were unreadable)",
+            ExitCode.FAKE_FOUND: "an image was flagged fake and --fail-on-fake was given",
+            ExitCode.USAGE: "bad arguments, missing folder, no images found or a report file "
+            "that cannot be used (exists, another model or threshold)",
+            ExitCode.MISSING_EXTRA: "an optional extra is missing (--engine ray, or the "
+            "built-in detector's first assembly)",
+        },
+    )
 )
 
 
@@ -49,6 +63,9 @@ class EngineChoice(str, Enum):
 
 
 class DeviceChoice(str, Enum):
+    """Only for ``dfscan bench`` (bench_cli.py, being reworked elsewhere) until it takes
+    :func:`~dfscan.scanner.cli_support.device_option`; it refuses ``cuda:N``."""
+
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
@@ -278,7 +295,7 @@ ThresholdOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    DeviceChoice, typer.Option(help="auto: CUDA when it works, else CPU (with a warning).")
+    str, device_option(help="auto: CUDA when it works, else CPU (with a warning).")
 ]
 BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Images per inference batch.")]
 WorkersOpt = Annotated[
@@ -324,7 +341,9 @@ RetryErrorsOpt = Annotated[
 ]
 FailOnFakeOpt = Annotated[
     bool,
-    typer.Option("--fail-on-fake", help=f"Exit {EXIT_FAKE_FOUND} if an image is flagged fake."),
+    typer.Option(
+        "--fail-on-fake", help=f"Exit {ExitCode.FAKE_FOUND.value} if an image is flagged fake."
+    ),
 ]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar and no notes on stderr.")
@@ -340,7 +359,7 @@ def scan(
     summary_json: SummaryJsonOpt = None,
     html: HtmlOpt = None,
     threshold: ThresholdOpt = None,
-    device: DeviceOpt = DeviceChoice.auto,
+    device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 32,
     workers: WorkersOpt = None,
     engine: EngineOpt = EngineChoice.auto,
@@ -366,7 +385,7 @@ def scan(
         csv=csv,
         jsonl=jsonl,
         threshold=threshold,
-        device=device.value,
+        device=device,
         batch_size=batch_size,
         workers=None if engine == EngineChoice.ray else workers,
         existing="resume" if resume else "overwrite" if overwrite else "refuse",
@@ -388,7 +407,7 @@ def scan(
         print_summary(result)
     _notes(result, quiet)
     if fail_on_fake and result.any_fake():
-        raise typer.Exit(EXIT_FAKE_FOUND)
+        raise typer.Exit(ExitCode.FAKE_FOUND)
 
 
 def _check_report_flags(resume: bool, overwrite: bool, retry_errors: bool) -> None:
@@ -419,7 +438,7 @@ def _run_with_bar(options: ScanOptions, quiet: bool) -> ScanResult:
         written = [p for p in (options.csv, options.jsonl) if p is not None]
         where = f"; rows so far are in {', '.join(map(str, written))}" if written else ""
         err_console.print(f"[yellow]interrupted[/]{escape(where)} (continue with --resume)")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     finally:
         if bar is not None:
             bar.stop()

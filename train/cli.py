@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.cli_support import (
+    console,
+    device_option,
+    device_value,
+    err_console,
+    report_errors,
+)
+from dfscan.scanner.errors import ExitCode
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -65,6 +72,10 @@ def demo_data(
 
 
 KIND = inspect.Parameter.POSITIONAL_OR_KEYWORD
+# TrainConfig fields whose command-line option parses more than its Python type says
+_OPTION_TYPES: dict[str, dict[str, Any]] = {
+    "device": {"parser": device_value},  # the one device grammar (runtime.parse_device)
+}
 
 
 def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -79,7 +90,9 @@ def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
     generated = []
     for f in fields:
         flags = f.info.flags or ("--" + f.name.replace("_", "-"),)
-        option = typer.Option(*flags, help=f.info.help, show_default=f.shown_default)
+        option = typer.Option(
+            *flags, help=f.info.help, show_default=f.shown_default, **_OPTION_TYPES.get(f.name, {})
+        )
         annotation = Annotated[f.cli_type, option]
         generated.append(
             inspect.Parameter(f.name, KIND, annotation=annotation, default=f.cli_default)
@@ -103,7 +116,7 @@ DataArg = Annotated[
     typer.Argument(help="Dataset folder: real/ and one folder per generator.", show_default=False),
 ]
 WorkersOpt = Annotated[int, typer.Option(help="DataLoader worker processes.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[str, device_option(help="auto, cpu or cuda.", metavar=None)]
 RunOutOpt = Annotated[
     Path, typer.Option("--out", "-o", help="Run folder for checkpoints, split and plots.")
 ]
@@ -382,7 +395,7 @@ def _run_grid(
             f"[yellow]interrupted[/]; finished runs are in {escape(str(out))}/results.md "
             "(run the same command again to continue)"
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     console.print(markdown_table(result.rows), markup=False, highlight=False, soft_wrap=True)
     failed = f", [red]{len(result.failed)} failed[/]" if result.failed else ""
     files = escape(f"{result.csv}, {result.markdown}, {result.html}")
@@ -390,7 +403,7 @@ def _run_grid(
     console.print(f"{runs}{failed} → {files}", soft_wrap=True)
     if result.all_failed:
         err_console.print("[red]every run failed[/]; see the error column")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED_RUNS)
 
 
 def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed, reals) -> None:
@@ -402,9 +415,9 @@ def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed, re
         )
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]; run the same command again to continue")
-        raise typer.Exit(130) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     console.print(markdown(result.rows), markup=False, highlight=False, soft_wrap=True)
     console.print(f"→ {result.csv}, {result.markdown}, {result.html}", markup=False, soft_wrap=True)
     if result.all_failed:
         err_console.print("[red]every fold failed[/]; see the error column")
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED_RUNS)

@@ -36,13 +36,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     import warnings
 
     from dfscan.scanner.errors import DeviceError, first_line
+    from dfscan.scanner.runtime import parse_device  # the one device grammar
 
-    name, _, index = str(device).partition(":")
-    if name not in ("auto", "cpu", "cuda") or (index and not (name == "cuda" and index.isdigit())):
-        raise DeviceError(f"unknown device {device!r}; choose from auto, cpu, cuda or cuda:N")
+    name, index = parse_device(device)
     if name == "cpu":
         return torch.device("cpu")
-    target = torch.device("cuda", int(index or 0))
+    target = torch.device("cuda", index)
     reason = None
     if not torch.cuda.is_available():
         reason = (

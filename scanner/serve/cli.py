@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import err_console, report_errors
-from dfscan.scanner.errors import DataError, MissingExtra
-from dfscan.scanner.scan_cli import DeviceChoice
+from dfscan.scanner.cli_support import device_option, err_console, report_errors
+from dfscan.scanner.errors import DataError, ExitCode, MissingExtra, exit_codes_help
 
 if TYPE_CHECKING:
     from dfscan.scanner.serve.service import Service
@@ -24,6 +23,15 @@ if TYPE_CHECKING:
 KEY_ENV = "DFSCAN_API_KEY"
 SERVE_EXTRA = ("fastapi", "uvicorn", "python_multipart")
 
+# The codes ``dfscan serve`` can end with (its help lists them); Ctrl-C is a graceful stop, 0.
+SERVE_EXIT_CODES = (
+    ExitCode.OK,
+    ExitCode.USAGE,
+    ExitCode.MISSING_EXTRA,
+    ExitCode.MODEL,
+    ExitCode.DEVICE,
+    ExitCode.BUG,
+)
 SERVE_HELP = (
     "Serve the detector over HTTP: POST /v1/scan (images → one scan row each), GET /v1/model, "
     "/healthz, /readyz, /metrics (Prometheus), a page at / to drop images on, docs at /docs.\n\n"
@@ -32,9 +40,16 @@ SERVE_HELP = (
     f"(--api-key-file, or ${KEY_ENV}), checked in constant time. Uploads stay in memory, "
     "within --max-body-mb, --max-files, --max-pixels, --max-requests and --max-queued (413, "
     "429, 503 with a JSON error beyond them).\n\n"
-    "Exit codes: 0 stopped; 2 bad arguments (a non-loopback --host without a key); 3 the "
-    '\\[serve] extra is missing (pip install "dfscan\\[serve]"); 4 unusable model; 5 device '
-    "unavailable."
+    + exit_codes_help(
+        SERVE_EXIT_CODES,
+        {
+            ExitCode.OK: "stopped",
+            ExitCode.USAGE: "bad arguments (a non-loopback --host without a key)",
+            ExitCode.MISSING_EXTRA: "the \\[serve] extra is missing "
+            '(pip install "dfscan\\[serve]"), or the one the built-in detector\'s first '
+            "assembly needs",
+        },
+    )
 )
 
 ModelOpt = Annotated[
@@ -58,7 +73,7 @@ KeyFileOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    DeviceChoice, typer.Option(help="auto: CUDA when it works, else CPU (with a warning).")
+    str, device_option(help="auto: CUDA when it works, else CPU (with a warning).")
 ]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most images per ONNX Runtime batch.")]
 MaxWaitOpt = Annotated[
@@ -171,7 +186,7 @@ def build_service(
     from dfscan.scanner.serve.service import Service
 
     path, card = resolve_model(model, notify)
-    detector = Detector.from_onnx(path, device, notify=notify)  # type: ignore[arg-type]
+    detector = Detector.from_onnx(path, device, notify=notify)
     if detector.warning:
         notify(detector.warning)
     return Service(
@@ -214,7 +229,7 @@ def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     api_key_file: KeyFileOpt = None,
-    device: DeviceOpt = DeviceChoice.auto,
+    device: DeviceOpt = "auto",
     max_batch: MaxBatchOpt = 32,
     max_wait_ms: MaxWaitOpt = 5.0,
     workers: WorkersOpt = None,
@@ -242,7 +257,7 @@ def serve(
     service = build_service(
         model,
         api_key=key,
-        device=device.value,
+        device=device,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         workers=workers,
