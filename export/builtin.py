@@ -91,8 +91,14 @@ def probe_scores(model: Detector, seed: int, count: int, size: int) -> list[floa
     return [float(p) for p in torch.softmax(logits.double(), 1)[:, 1]]
 
 
-def cut_part(checkpoint: Path, name: str, card: dict[str, Any]) -> dict[str, Any]:
-    """The shipped JSON of the built-in detector, from a trained checkpoint."""
+def cut_part(
+    checkpoint: Path,
+    name: str,
+    card: dict[str, Any],
+    training: tuple[Path, Path] | None = None,
+) -> dict[str, Any]:
+    """The shipped JSON of the built-in detector, from a trained checkpoint; ``training``
+    (DATA, split.csv of the run) adds the summary ``dfscan adapt`` refits with."""
     loaded = load_checkpoint(checkpoint)
     arch = loaded.spec.arch
     if arch not in BACKBONE_PACKAGES:
@@ -124,7 +130,14 @@ def cut_part(checkpoint: Path, name: str, card: dict[str, Any]) -> dict[str, Any
         },
         "checkpoint": shipped_record(loaded.data),
         "card": card,
+        "laplace": {} if training is None else _laplace(loaded, *training),
     }
+
+
+def _laplace(loaded: LoadedCheckpoint, data: Path, split: Path) -> dict[str, Any]:
+    from dfscan.export.adapt import training_laplace
+
+    return training_laplace(loaded.model, data, split, loaded.spec.preprocess)
 
 
 def shipped_record(data: dict[str, Any]) -> dict[str, Any]:
@@ -193,9 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("card", type=Path, help="the model card (JSON) to ship with it")
     parser.add_argument("out", type=Path)
     parser.add_argument("--name", default="dfscan-builtin-1")
+    parser.add_argument("--data", type=Path, help="the run's DATA (for dfscan adapt's summary)")
+    parser.add_argument("--split", type=Path, help="the run's split.csv (with --data)")
     args = parser.parse_args(argv)
     card = json.loads(args.card.read_text(encoding="utf-8"))
-    write_part(cut_part(args.checkpoint, args.name, card), args.out)
+    training = (args.data, args.split) if args.data and args.split else None
+    write_part(cut_part(args.checkpoint, args.name, card, training), args.out)
 
 
 if __name__ == "__main__":

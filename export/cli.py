@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
+    from dfscan.export.adapt_cli import ADAPT_HELP, adapt
+
     app.command("export")(export)
     app.command("demo")(demo)
+    app.command("adapt", help=ADAPT_HELP)(adapt)
 
 
 # The options of ``dfscan export``, declared once here so the command's signature stays short.

@@ -48,21 +48,28 @@ class BuiltinPart:
     card: dict[str, Any]
     sha256: str  # of the shipped file's bytes
     checkpoint: dict[str, Any]  # the training run's record (data, metrics), for the metadata
+    laplace: dict[str, Any]  # what dfscan adapt needs of the training data (export/adapt.py)
 
     @property
     def threshold(self) -> float:
         return float(self.config["spec"]["thresholds"]["fp32"]["value"])
 
 
-def encode_tensor(array: np.ndarray) -> dict[str, Any]:
-    """A float32 tensor as JSON: shape + base64 of its little-endian bytes (exact)."""
-    a = np.ascontiguousarray(array, dtype="<f4")
-    return {"shape": list(a.shape), "f32le": base64.b64encode(a.tobytes()).decode("ascii")}
+_DTYPES = {"f32le": "<f4", "f16le": "<f2"}
+
+
+def encode_tensor(array: np.ndarray, half: bool = False) -> dict[str, Any]:
+    """A tensor as JSON: shape + base64 of its little-endian float32 bytes (exact), or float16
+    for statistics that need no more (``half``)."""
+    key = "f16le" if half else "f32le"
+    a = np.ascontiguousarray(array, dtype=_DTYPES[key])
+    return {"shape": list(a.shape), key: base64.b64encode(a.tobytes()).decode("ascii")}
 
 
 def decode_tensor(entry: dict[str, Any]) -> np.ndarray:
-    raw = base64.b64decode(entry["f32le"])
-    return np.frombuffer(raw, dtype="<f4").reshape(entry["shape"]).astype(np.float32)
+    key = next(k for k in _DTYPES if k in entry)
+    raw = base64.b64decode(entry[key])
+    return np.frombuffer(raw, dtype=_DTYPES[key]).reshape(entry["shape"]).astype(np.float32)
 
 
 def parse_part(raw: bytes, source: str = BUILTIN_DATA) -> BuiltinPart:
@@ -77,6 +84,7 @@ def parse_part(raw: bytes, source: str = BUILTIN_DATA) -> BuiltinPart:
             card=data["card"],
             sha256=hashlib.sha256(raw).hexdigest(),
             checkpoint=data.get("checkpoint") or {},
+            laplace=data.get("laplace") or {},
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{source} is not a dfscan built-in detector part ({exc})") from exc

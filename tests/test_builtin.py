@@ -69,7 +69,7 @@ def test_tensors_travel_exactly_as_json():
 def test_the_shipped_part_is_small_and_whole():
     part = load_part()
     raw = (Path(builtin.__file__).parent / builtin.BUILTIN_DATA).read_bytes()
-    assert len(raw) < 64 * 1024  # a head and its card, not a weight dump
+    assert len(raw) < 80 * 1024  # a head, its card and a training summary, not a weight dump
     assert parse_part(raw).sha256 == part.sha256
     spec = part.config["spec"]
     assert spec["arch"] == part.backbone["arch"] and 0 < part.threshold < 1
