@@ -72,7 +72,7 @@ class ScoreActor:
 
     def _decode(self, path: str, problem: str | None) -> tuple[Any, tuple, str | None, tuple]:
         """(pixels or None, (width, height, format, animated), error, provenance cells)."""
-        from dfscan.scanner.preprocess import decode_for, prepare
+        from dfscan.scanner.preprocess import decode_prepared
         from dfscan.scanner.provenance import read_provenance
         from dfscan.scanner.sources import read_bytes
 
@@ -89,8 +89,7 @@ class ScoreActor:
             cells = (prov.label, prov.detail_json())
         cfg = self.detector.meta.preprocess
         try:
-            img, info = decode_for(data, cfg)
-            pixels = prepare(img, cfg)
+            pixels, info = decode_prepared(data, cfg)
         except DataError as exc:
             return None, none, exc.message, cells
         except Exception as exc:  # Pillow raises odd types (struct.error, IndexError) on bad files
