@@ -42,6 +42,7 @@ from PIL import Image
 FAST_DECODE_ENV = "DFSCAN_FAST_DECODE"  # "0": always decode whole images (for comparisons)
 TURBOJPEG_ENV = "DFSCAN_TURBOJPEG"  # a path to libturbojpeg, instead of the loader's search
 
+MAX_READ_BYTES = 256 * 2**20  # larger files are not read into memory whole: full decode
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

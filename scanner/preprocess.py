@@ -13,6 +13,7 @@ adds no resampling traces of its own.
 from __future__ import annotations
 
 import io
+import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -343,6 +344,8 @@ def _decode_centre_crop(
                     return None, None  # another format: the full decode opens it
                 if magic.startswith(region.JPEG_MAGIC) and region.turbojpeg() is None:
                     return None, None
+                if os.fstat(f.fileno()).st_size > region.MAX_READ_BYTES:
+                    return None, None  # Pillow streams it (and refuses bombs from the header)
                 data = magic + f.read()
         if data.startswith(region.JPEG_MAGIC):
             got = _jpeg_region(data, cfg)

@@ -332,3 +332,20 @@ def test_a_library_that_does_not_load_means_the_full_decode(tmp_path: Path, phot
     path = tmp_path / "a.jpg"
     path.write_bytes(jpeg_bytes(np.ascontiguousarray(photo[:120, :130]), quality=90))
     assert_same(path, PreprocessConfig(size=64), fast=False)
+
+
+def test_files_past_the_read_limit_take_the_full_decode(tmp_path: Path, photo, monkeypatch):
+    """A region decode reads the file whole: a huge one is left to Pillow's streaming decode."""
+    path = tmp_path / "a.png"
+    Image.fromarray(np.ascontiguousarray(photo[:100, :120])).save(path)
+    monkeypatch.setattr(region, "MAX_READ_BYTES", path.stat().st_size - 1)
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            preprocess, "decode_for", lambda *a, **k: calls.append(a) or decode_for(*a, **k)
+        )
+        decode_prepared(path, PreprocessConfig(size=64))
+    assert calls
+    assert_same(path, PreprocessConfig(size=64), fast=False)
+    monkeypatch.setattr(region, "MAX_READ_BYTES", path.stat().st_size)
+    assert_same(path, PreprocessConfig(size=64), fast=True)
