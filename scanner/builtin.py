@@ -142,6 +142,7 @@ def probe_images(seed: int, count: int, size: int) -> np.ndarray:
     images = []
     for i in range(count):
         kind = i % 3
+        img: np.ndarray
         if kind == 0:
             img = rng.integers(0, 256, (3, size, size))
         elif kind == 1:

@@ -108,7 +108,7 @@ def command_names() -> list[str]:
     """The commands' names, read from the registrations (building the click group is what
     ``app()`` does next; doing it twice doubled the start-up work)."""
     names = [
-        c.name or typer.main.get_command_name(c.callback.__name__)  # type: ignore[union-attr]
+        c.name or typer.main.get_command_name(getattr(c.callback, "__name__", ""))
         for c in app.registered_commands
     ]
     return names + [g.name for g in app.registered_groups if g.name]

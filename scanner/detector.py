@@ -26,7 +26,7 @@ from dfscan.scanner.runtime import CPU, CUDA, Device, open_session, parse_device
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias)
 
-_INPUT_DTYPES = {
+_INPUT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(uint8)": np.uint8,
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,

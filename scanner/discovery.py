@@ -129,12 +129,12 @@ def walk(
             path = os.path.join(folder, name)
             if kind == _DIR:
                 sub = (*parts, name)
-                enter(path, sub, label_of(sub)[1])  # type: ignore[index]  (sub is not empty)
+                enter(path, sub, label_of(sub)[1])  # type: ignore[index]  # sub is not empty: never None
                 break
             yield Found(path, generator, None if kind == _FILE else kind)
         else:
             identity = stack.pop()[3]
-            ancestors.discard(identity)  # type: ignore[arg-type]
+            ancestors.discard(identity)
         if stop is not None and stop.is_set():
             return
 

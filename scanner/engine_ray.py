@@ -65,7 +65,7 @@ class ScoreActor:
         with os.fdopen(fd, "wb") as f:
             f.write(model)
         try:
-            self.detector = Detector.from_onnx(name, device, threads=threads)  # type: ignore[arg-type]
+            self.detector = Detector.from_onnx(name, device, threads=threads)
         finally:
             os.unlink(name)
         self.provenance = provenance
@@ -176,7 +176,7 @@ class RayEngine:
                 fn_constructor_args=(self.model_ref, device, threads, o.provenance),
                 batch_size=o.batch_size,
                 batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=max(1, o.workers)),
+                compute=ray.data.ActorPoolStrategy(size=max(1, o.workers or 1)),  # set in __init__
                 num_cpus=o.cpus_per_worker,
                 num_gpus=o.gpus_per_worker or None,
             )

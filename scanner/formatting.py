@@ -24,7 +24,7 @@ def num(x: float | None, missing: str = DASH) -> str:
 
 def pct(x: float | None, missing: str = DASH) -> str:
     """A fraction as a percentage with one decimal."""
-    return missing if is_missing(x) else f"{100 * x:.1f}%"  # type: ignore[operator]
+    return missing if x is None or is_missing(x) else f"{100 * x:.1f}%"
 
 
 def duration(seconds: float | None, missing: str = DASH) -> str:

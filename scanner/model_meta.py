@@ -129,7 +129,11 @@ def _spec_v1(own: dict[str, str], precision: str, source: str) -> DetectorSpec:
     return legacy_spec(
         own["arch"],
         own["input"],
-        PreprocessConfig(size=int(own["crop_size"]), mode=own.get("preprocess_mode", "crop")),  # type: ignore[arg-type]
+        PreprocessConfig(
+            size=int(own["crop_size"]),
+            # a format-1 file's own string ("crop" or "resize", as that version wrote it)
+            mode=own.get("preprocess_mode", "crop"),  # type: ignore[arg-type]
+        ),
         tuple(classes),
         {},
         {precision: Threshold(float(own["threshold"]), own.get("threshold_rule", "unrecorded"))},

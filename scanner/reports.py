@@ -32,6 +32,12 @@ T = TypeVar("T")
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
+def _open_text(path: Path, append: bool, newline: str | None = None) -> IO[str]:
+    """A report file opened for writing (appending to resume), with the reports' encoding."""
+    mode = "a" if append else "w"
+    return open(path, mode, encoding="utf-8", errors="surrogateescape", newline=newline)
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One line of a report: a file's score and verdict, or the error that kept it from one.
@@ -126,7 +132,7 @@ class Row:
             generator=str(r["generator"]),
             p_fake=_optional(r["p_fake"], float),
             verdict=verdict,
-            threshold=float(r["threshold"]),  # type: ignore[arg-type]
+            threshold=float(r["threshold"]),  # type: ignore[arg-type]  # CSV text or JSON number
             model_sha256=sha,
             width=_optional(r["width"], int),
             height=_optional(r["height"], int),
@@ -179,7 +185,7 @@ class CsvReport:
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = open(path, "a" if append else "w", newline="", **_ENCODING)  # noqa: SIM115
+        self._file: IO[str] = _open_text(path, append, newline="")
         self._writer = csv.writer(self._file, lineterminator="\n")
         if self._file.tell() == 0:
             self._writer.writerow(COLUMNS)
@@ -201,7 +207,7 @@ class JsonlReport:
     def __init__(self, path: Path, append: bool = False) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = open(path, "a" if append else "w", **_ENCODING)  # noqa: SIM115
+        self._file: IO[str] = _open_text(path, append)
 
     def write(self, row: Row) -> None:
         text = json.dumps(row.to_record(), ensure_ascii=False)

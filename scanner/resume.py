@@ -19,7 +19,7 @@ model, other threshold) leaves the files byte for byte as they were.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -78,7 +78,7 @@ def _check_row(path: Path, row: Row, threshold: float, model_sha256: str) -> Non
         )
 
 
-def _present(kinds: list[tuple[Path, type]]) -> list[tuple[Path, type]]:
+def _present(kinds: Sequence[tuple[Path, type]]) -> list[tuple[Path, type]]:
     return [(p, k) for p, k in kinds if p.exists() and (p.is_dir() or p.stat().st_size > 0)]
 
 

@@ -183,7 +183,7 @@ def _cuda_session(path: Path, threads: int | None, device_id: int) -> tuple[Any,
     import onnxruntime as ort
 
     ort.set_default_logger_severity(ORT_LOG_ERRORS)
-    providers = [(CUDA, {"device_id": str(device_id)}), CPU]
+    providers: list[str | tuple[str, dict[str, Any]]] = [(CUDA, {"device_id": str(device_id)}), CPU]
     try:
         session = _create(path, providers, threads, True)
     except Exception as exc:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from dfscan.scanner.builtin import file_sha256, resolve_model
 from dfscan.scanner.detector import Detector
@@ -70,6 +70,16 @@ class ScanOptions:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value))
+
+
+def _path(value: Path | str | None) -> Path | None:
+    """A path field of :class:`ScanOptions` as its type says it is after ``__post_init__``."""
+    return None if value is None else Path(value)
+
+
+def _model(options: ScanOptions) -> Path:
+    """The model's path, once :func:`run_scan` has resolved it (the built-in one for None)."""
+    return cast(Path, options.model)
 
 
 class ScanProgress(Protocol):
@@ -182,10 +192,11 @@ def run_scan(
     roots = check_roots(local) if local else []
     for uri in uris:
         check_uri(uri)
-    check_reports(options.csv, options.jsonl, options.existing)
+    check_reports(_path(options.csv), _path(options.jsonl), options.existing)
     if options.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {options.batch_size}")
-    if options.html is not None and options.html.is_dir():
+    html = _path(options.html)
+    if html is not None and html.is_dir():
         raise DataError(f"--html path is a folder: {options.html}")
     if options.retry_errors and options.existing != "resume":
         raise DataError("--retry-errors continues a report: pass it with --resume")
@@ -249,8 +260,8 @@ def _scan(
             page.add(row)
 
     reports = open_reports(
-        options.csv,
-        options.jsonl,
+        _path(options.csv),
+        _path(options.jsonl),
         options.existing,
         threshold,
         model_sha256,
@@ -260,7 +271,7 @@ def _scan(
     result = ScanResult(
         tallies,
         threshold,
-        options.model,
+        _model(options),
         detector.meta.arch,
         detector.provider,
         model_sha256=model_sha256,
@@ -269,8 +280,9 @@ def _scan(
         reports=[w.path for w in reports.writers],
     )
     _stream_into(options, plan, ray_engine, progress, reports, count, result, notify)
-    if page is not None and options.html is not None:
-        result.html = write_html(page, _run_info(page, result), options.html)
+    html = _path(options.html)
+    if page is not None and html is not None:
+        result.html = write_html(page, _run_info(page, result), html)
     return result
 
 
@@ -332,7 +344,7 @@ def _start_ray(options: ScanOptions) -> Any:
     settings = replace(
         options.ray or RayOptions(), batch_size=options.batch_size, provenance=options.provenance
     )
-    return RayEngine(options.model.read_bytes(), settings)
+    return RayEngine(_model(options).read_bytes(), settings)
 
 
 def _run_info(page: ReportCollector, result: ScanResult) -> RunInfo:

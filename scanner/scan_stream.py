@@ -5,8 +5,9 @@ beside them the provenance cells, read on a small thread pool of their own in th
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 from dfscan.scanner.detector import Detector
 from dfscan.scanner.discovery import Found
@@ -67,7 +68,8 @@ def local_stream(
     if provenance:
         ahead = _ProvenanceAhead(min(default_workers() if workers is None else workers, 2))
         todo = ahead.feed(todo)
-    scored_files = score(todo, detector, batch_size, workers)
+    # score() is a generator function: what it returns can be closed
+    scored_files = cast(Generator[Scored, None, None], score(todo, detector, batch_size, workers))
 
     def stream() -> Stream:
         for scored in scored_files:

@@ -89,7 +89,8 @@ def discover_uri(uri: str, stats: DiscoveryStats) -> Iterator[Found]:
             path = f"{folder}/{name}"
             if is_dir:  # the generator by the label convention, as for local folders
                 sub = (*parts, name)
-                stack.append((path, sub, label_of(sub)[1], listing(path)))  # type: ignore[index]
+                label = label_of(sub)[1]  # type: ignore[index]  # sub is not empty: never None
+                stack.append((path, sub, label, listing(path)))
                 break
             if not has_image_extension(name):
                 stats.ignored += 1

@@ -7,7 +7,7 @@ ONNX Runtime, FastAPI and uvicorn are imported when the command runs.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -135,10 +135,10 @@ def resolve_model(
     return path, builtin.load_part().card
 
 
-def read_api_key(key_file: Path | None, environ: dict[str, str] | None = None) -> str | None:
+def read_api_key(key_file: Path | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The key from ``--api-key-file`` (surrounding whitespace stripped), else ``$DFSCAN_API_KEY``;
     None when neither is given. An empty key is an error, never "no key"."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    env = os.environ if environ is None else environ
     if key_file is not None:
         try:
             key = key_file.read_text(encoding="utf-8").strip()
@@ -147,12 +147,12 @@ def read_api_key(key_file: Path | None, environ: dict[str, str] | None = None) -
         if not key:
             raise DataError(f"--api-key-file {key_file} is empty")
         return key
-    key = environ.get(KEY_ENV)
-    if key is None:
+    value = env.get(KEY_ENV)
+    if value is None:
         return None
-    if not key.strip():
+    if not value.strip():
         raise DataError(f"${KEY_ENV} is set but empty")
-    return key.strip()
+    return value.strip()
 
 
 def check_host(host: str, key: str | None) -> None:

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 from dfscan.scanner.preprocess import has_image_extension
@@ -265,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["files_per_request"] = k
     summary["distinct_images"] = len(images)
     print(json.dumps(summary, indent=2))
-    return 0 if set(summary["statuses"]) <= {"200"} and not report.failures else 1  # type: ignore[arg-type]
+    statuses = cast("dict[str, int]", summary["statuses"])  # status -> count, made above
+    return 0 if set(statuses) <= {"200"} and not report.failures else 1
 
 
 if __name__ == "__main__":

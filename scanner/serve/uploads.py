@@ -144,6 +144,8 @@ async def read_multipart(
         "on_header_value": on_header_value,
         "on_header_end": on_header_end,
     }
+    # python-multipart types its callbacks as a TypedDict of exact signatures; ours match at
+    # run time (the tests parse real multipart bodies) but are declared as plain functions.
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     size = 0
     try:
