@@ -5,7 +5,8 @@ other runtime is compared with it on the same preprocessed images: max |Δ p_fak
 max |Δ logit|, agreement of the predicted class and, when the images are labelled, AP and AUC.
 float32 graphs must agree within ``FP32_TOLERANCE`` on every image. fp16/int8 graphs may
 differ per image, but on labelled images their AP may not fall more than ``AP_TOLERANCE``
-below the reference's (the README's int8 target); on unlabelled images they are reported.
+below the reference's (the int8 target in docs/performance.md); on unlabelled images they are
+reported.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 - Classes: index 0 is ``real``, index 1 is ``fake`` (the model's outputs, the labels of the
   training samples, the verdicts in reports).
-- Folders (README "Dataset folders"), for a path relative to the dataset or scanned root:
+- Folders (docs/training.md, "Dataset folders"), for a path relative to the dataset or scanned root:
   any file under a ``0_real`` folder is real; else any under ``1_fake`` is fake (its generator
   is the top-level folder, or ``fake`` for ``ROOT/1_fake`` and ``ROOT/real/…/1_fake``); else
   ``real/**`` is real and every other top-level folder ``<generator>/**`` holds that

@@ -1,7 +1,7 @@
 """Reading a dataset folder: which files are real, which fake, from which generator.
 
-Conventions (README "Dataset folders"; the labels are :mod:`dfscan.scanner.labels`', shared
-with the scan's tallies):
+Conventions (docs/training.md, "Dataset folders"; the labels are
+:mod:`dfscan.scanner.labels`', shared with the scan's tallies):
 
 - ``ROOT/real/**`` are real images; every other top-level folder ``ROOT/<generator>/**``
   holds fakes of that generator (so ``ROOT/fake/**`` works too).
@@ -138,7 +138,7 @@ def scan_dataset(root: str | Path, check_headers: bool = True) -> DatasetScan:
         source = source_of(rel) if labelled[0] == 0 else ""
         samples.append(Sample(str(rel), labelled[0], labelled[1], group_of(rel), source))
     scan = DatasetScan(root, samples, unreadable, unlabelled, duplicates)
-    hint = "put real images in ROOT/real/ and fakes in ROOT/<generator>/ (see README)"
+    hint = "put real images in ROOT/real/ and fakes in ROOT/<generator>/ (see docs/training.md)"
     if not any(s.label == 0 for s in samples):
         raise DataError(f"no real images in {root}: expected a real/ (or 0_real/) folder", hint)
     if not any(s.label == 1 for s in samples):

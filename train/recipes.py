@@ -44,7 +44,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "robust",
-            "What held best on unseen generators (README, 'Detection on unseen generators'): "
+            "What held best on unseen generators (docs/results.md): "
             "EfficientNet-Lite0 with its ImageNet weights (offline) kept frozen and read at every "
             "stage (per-channel mean and std), a linear head fitted exactly (L2 logistic "
             "regression by L-BFGS over 8 augmented passes, the penalty by held-out-generator CV "
