@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -100,6 +101,29 @@ ProvenanceOpt = Annotated[
         "--provenance/--no-provenance", help="Read what files declare (C2PA, XMP, PNG, EXIF)."
     ),
 ]
+
+
+class ServeEngine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    ServeEngine,
+    typer.Option(
+        help="local: one process (uvicorn); ray: a Ray Serve deployment of --replicas copies "
+        'of the same app, one ONNX Runtime session each (pip install "dfscan\\[serve-ray]").',
+    ),
+]
+ReplicasOpt = Annotated[int, typer.Option(min=1, help="--engine ray: replicas of the app.")]
+CpusPerReplicaOpt = Annotated[
+    float,
+    typer.Option(min=0.1, help="--engine ray: CPUs per replica (its ORT and decoding threads)."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="--engine ray: 'auto' or ray://HOST:PORT (default: start a local Ray)."),
+]
 AccessLogOpt = Annotated[
     bool, typer.Option("--access-log/--no-access-log", help="Log one line per request.")
 ]
@@ -172,6 +196,7 @@ def build_service(
     *,
     api_key: str | None = None,
     device: str = "auto",
+    threads: int | None = None,
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     workers: int | None = None,
@@ -179,14 +204,15 @@ def build_service(
     provenance: bool = True,
     notify: Callable[[str], None] = lambda message: None,
 ) -> Service:
-    """Load the model and make the service the app serves (no threads started yet)."""
+    """Load the model and make the service the app serves (no threads started yet);
+    ``threads``: ONNX Runtime's intra-op threads (None: its default)."""
     from dfscan.scanner.detector import Detector
     from dfscan.scanner.scan import file_sha256
     from dfscan.scanner.serve.limits import Limits
     from dfscan.scanner.serve.service import Service
 
     path, card = resolve_model(model, notify)
-    detector = Detector.from_onnx(path, device, notify=notify)
+    detector = Detector.from_onnx(path, device, threads, notify=notify)
     if detector.warning:
         notify(detector.warning)
     return Service(
@@ -219,6 +245,74 @@ def run_server(service: Service, host: str, port: int, access_log: bool = True) 
     )
 
 
+def build_replica_service(path: Path, card: dict[str, Any] | None, **options: Any) -> Service:
+    """A Ray Serve replica's Service: :func:`build_service` on the driver's resolved model
+    (with its card), run in the replica's process."""
+    service = build_service(path, **options)
+    service.card = card
+    return service
+
+
+def serve_on_ray(
+    model: Path | None,
+    *,
+    host: str,
+    port: int,
+    key: str | None,
+    device: str,
+    max_batch: int,
+    max_wait_ms: float,
+    workers: int | None,
+    limits: Any,
+    provenance: bool,
+    replicas: int,
+    cpus_per_replica: float,
+    address: str | None,
+    block: bool = True,
+) -> Any:
+    """``--engine ray``: the same app as a Ray Serve deployment; serves until interrupted
+    (``block``), else returns the running :class:`~dfscan.scanner.serve.ray_deploy.RayServer`."""
+    import functools
+
+    from dfscan.scanner.serve import ray_deploy
+
+    ray_deploy.require_ray_serve()
+    path, card = resolve_model(model, _warn)
+    if not path.is_file():
+        raise DataError(f"model not found: {path}")
+    per_replica = max(1, int(cpus_per_replica))  # ORT and decoding threads of each replica
+    build = functools.partial(
+        build_replica_service,
+        path.resolve(),
+        card,
+        api_key=key,
+        device=device,
+        threads=per_replica,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        workers=workers or per_replica,
+        limits=limits,
+        provenance=provenance,
+    )
+    options = ray_deploy.RayServeOptions(
+        replicas=replicas,
+        cpus_per_replica=cpus_per_replica,
+        gpus_per_replica=1.0 if device.startswith("cuda") else 0.0,
+        address=address,
+        max_requests=limits.max_requests,
+    )
+    server = ray_deploy.start(build, options, host, port)
+    if not block:
+        return server
+    err_console.print(
+        f"serving {escape(path.name)} on Ray Serve: {replicas} replica(s), "
+        f"page at {escape(server.url)}/, API docs at /docs" + ("; API key required" if key else ""),
+        highlight=False,
+    )
+    ray_deploy.serve_forever(server)
+    return None
+
+
 def _warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
@@ -240,6 +334,10 @@ def serve(
     max_queued: MaxQueuedOpt = 1024,
     provenance: ProvenanceOpt = True,
     access_log: AccessLogOpt = True,
+    engine: EngineOpt = ServeEngine.local,
+    replicas: ReplicasOpt = 2,
+    cpus_per_replica: CpusPerReplicaOpt = 1.0,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Serve the detector over HTTP (see SERVE_HELP)."""
     require_serve()
@@ -254,6 +352,23 @@ def serve(
         max_requests=max_requests,
         max_queued_images=max_queued,
     )
+    if engine == ServeEngine.ray:
+        serve_on_ray(
+            model,
+            host=host,
+            port=port,
+            key=key,
+            device=device,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            workers=workers,
+            limits=limits,
+            provenance=provenance,
+            replicas=replicas,
+            cpus_per_replica=cpus_per_replica,
+            address=ray_address,
+        )
+        return
     service = build_service(
         model,
         api_key=key,
