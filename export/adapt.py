@@ -24,13 +24,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from dfscan.export.builtin import assemble, pretrained_model, probe_scores
-from dfscan.scanner.builtin import BuiltinPart, decode_tensor, encode_tensor
+from dfscan.export.builtin import (
+    assemble,
+    binary_head,
+    pretrained_model,
+    probe_scores,
+    raw_features,
+)
+from dfscan.scanner.builtin import BuiltinPart, decode_tensor
 from dfscan.scanner.calibrate import fpr_threshold, wilson_interval
 from dfscan.scanner.discovery import discover
 from dfscan.scanner.errors import DataError, ModelError
@@ -42,56 +47,11 @@ ADAPT_TARGET_FPR = 0.05
 MIN_REALS = 10  # fewer cannot be split in two halves that each say something
 
 
-@torch.no_grad()
-def raw_features(model: Detector, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """The backbone's output (what the head reads) for prepared HWC uint8 images."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch):
-        x = torch.from_numpy(
-            np.ascontiguousarray(images[start : start + batch].transpose(0, 3, 1, 2))
-        )
-        out.append(model.backbone(model.frontend(x)).double().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
-
-
-def binary_head(model: Detector) -> tuple[np.ndarray, float]:
-    """(w, b) with logit = w·f + b: softmax's p_fake of a two-row linear head is sigmoid of the
-    difference of its rows."""
-    linear = model.head[-1]
-    if len(model.head) != 1 or not isinstance(linear, torch.nn.Linear):
-        raise ModelError("adapt refits a linear head; this detector's head is not one")
-    weight, bias = linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
-    return weight[1] - weight[0], float(bias[1] - bias[0])
-
-
 def set_head(model: Detector, w: np.ndarray, b: float) -> None:
     with torch.no_grad():
         wt = torch.from_numpy(w).float()
         model.head[-1].weight.copy_(torch.stack([-wt / 2, wt / 2]))
         model.head[-1].bias.copy_(torch.tensor([-b / 2, b / 2], dtype=torch.float32))
-
-
-def laplace_summary(features: np.ndarray, labels: np.ndarray, w: np.ndarray, b: float) -> dict:
-    """What a later refit needs of the training data: mean/std of the features, the diagonal
-    of the balanced-BCE Hessian in standardised coordinates (plus a ridge of its median, so no
-    weight is free), and the weight of one training real."""
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    z = (features - mean) / std
-    p = 1 / (1 + np.exp(-(features @ w + b)))
-    n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
-    if not n_real or not n_fake:
-        raise DataError("the Laplace summary needs real and fake training images")
-    c = np.where(labels == 1, 0.5 / n_fake, 0.5 / n_real)
-    hessian = (c * p * (1 - p)) @ (z * z)
-    precision = hessian + np.median(hessian)
-    return {
-        "mean": encode_tensor(mean, half=True),
-        "std": encode_tensor(std, half=True),
-        "precision": encode_tensor(precision, half=True),
-        "real_weight": 0.5 / n_real,
-        "images": {"real": n_real, "fake": n_fake},
-    }
 
 
 @dataclass(frozen=True)
@@ -243,17 +203,3 @@ def adapt(part: BuiltinPart, reals: Path, out: Path) -> Adapted:
         interval=wilson_interval(flagged, len(user)),
         max_weight_change=float(np.max(np.abs(w - w0) * laplace.std)),
     )
-
-
-def training_laplace(
-    model: Detector, data: Path, split: Path, preprocess: PreprocessConfig
-) -> dict[str, Any]:
-    """The Laplace summary of a run's training split (for the shipped part; maintainers)."""
-    from dfscan.train.split import read_split
-
-    samples, assignment = read_split(split)
-    train = [s for s in samples if assignment[s.path] == "train"]
-    images = np.stack([load_image(data / s.path, preprocess) for s in train])
-    labels = np.array([s.label for s in train])
-    w, b = binary_head(model)
-    return laplace_summary(raw_features(model, images), labels, w, b)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from dfscan.scanner.builtin import BuiltinPart, encode_tensor, logit, probe_images
-from dfscan.scanner.errors import ModelError
+from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.preprocess import PreprocessConfig, load_image
 from dfscan.train.checkpoint import LoadedCheckpoint, ModelConfig, load_checkpoint, save_checkpoint
 from dfscan.train.detector import Detector, RunningStandardize
 from dfscan.train.frontend import frontend_from_spec
@@ -135,9 +136,66 @@ def cut_part(
 
 
 def _laplace(loaded: LoadedCheckpoint, data: Path, split: Path) -> dict[str, Any]:
-    from dfscan.export.adapt import training_laplace
-
     return training_laplace(loaded.model, data, split, loaded.spec.preprocess)
+
+
+@torch.no_grad()
+def raw_features(model: Detector, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """The backbone's output (what the head reads) for prepared HWC uint8 images."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(
+            np.ascontiguousarray(images[start : start + batch].transpose(0, 3, 1, 2))
+        )
+        out.append(model.backbone(model.frontend(x)).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def binary_head(model: Detector) -> tuple[np.ndarray, float]:
+    """(w, b) with logit = w·f + b: softmax's p_fake of a two-row linear head is sigmoid of the
+    difference of its rows."""
+    linear = model.head[-1]
+    if len(model.head) != 1 or not isinstance(linear, torch.nn.Linear):
+        raise ModelError("adapt refits a linear head; this detector's head is not one")
+    weight, bias = linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
+    return weight[1] - weight[0], float(bias[1] - bias[0])
+
+
+def laplace_summary(features: np.ndarray, labels: np.ndarray, w: np.ndarray, b: float) -> dict:
+    """What a later refit needs of the training data: mean/std of the features, the diagonal
+    of the balanced-BCE Hessian in standardised coordinates (plus a ridge of its median, so no
+    weight is free), and the weight of one training real."""
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    z = (features - mean) / std
+    p = 1 / (1 + np.exp(-(features @ w + b)))
+    n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
+    if not n_real or not n_fake:
+        raise DataError("the Laplace summary needs real and fake training images")
+    c = np.where(labels == 1, 0.5 / n_fake, 0.5 / n_real)
+    hessian = (c * p * (1 - p)) @ (z * z)
+    precision = hessian + np.median(hessian)
+    return {
+        "mean": encode_tensor(mean, half=True),
+        "std": encode_tensor(std, half=True),
+        "precision": encode_tensor(precision, half=True),
+        "real_weight": 0.5 / n_real,
+        "images": {"real": n_real, "fake": n_fake},
+    }
+
+
+def training_laplace(
+    model: Detector, data: Path, split: Path, preprocess: PreprocessConfig
+) -> dict[str, Any]:
+    """The Laplace summary of a run's training split (for the shipped part; maintainers)."""
+    from dfscan.train.split import read_split
+
+    samples, assignment = read_split(split)
+    train = [s for s in samples if assignment[s.path] == "train"]
+    images = np.stack([load_image(data / s.path, preprocess) for s in train])
+    labels = np.array([s.label for s in train])
+    w, b = binary_head(model)
+    return laplace_summary(raw_features(model, images), labels, w, b)
 
 
 def shipped_record(data: dict[str, Any]) -> dict[str, Any]:

