@@ -3,8 +3,9 @@
 Stages (:mod:`.bench_stages`): decoding + preprocessing per image format (one thread, and the
 scanner's pool), reading provenance hints (on the plain files and on copies that declare a
 generator), the model alone per batch size and execution provider, the real end-to-end scan
-(the same ``run_scan`` the CLI uses, also with provenance off), scan memory against folder size
-(separate processes, so each peak is its own), and CLI start-up time.
+(the same ``run_scan`` the CLI uses, also with provenance off), ``dfscan serve`` against that
+scan (throughput at concurrency 32 and 1, latency p50/p99; with the ``[serve]`` extra), scan
+memory against folder size (separate processes, so each peak is its own), and CLI start-up time.
 
 Every ratio (a scan against the model alone, with provenance against without) comes from
 interleaved rounds (:mod:`.bench_timing`): median, spread and rounds, beside the raw rates.
@@ -52,6 +53,13 @@ from dfscan.scanner.discovery import DiscoveryStats, Found, discover
 from dfscan.scanner.errors import DataError, DeviceError
 from dfscan.scanner.pipeline import default_workers
 from dfscan.scanner.runtime import CPU, CUDA, Device, available_cores, available_providers
+from dfscan.scanner.serve.bench_stage import (
+    CONCURRENCY,
+    SCAN,
+    arm_name,
+    bench_serve,
+    serve_installed,
+)
 
 PROVIDERS = {"cpu": CPU, "cuda": CUDA}
 FORMAT_OF_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
@@ -163,6 +171,7 @@ def run_bench(settings: BenchSettings, note: Note = lambda message: None) -> dic
         scan_rounds = _scans(report, main, crops, folders, settings, tmp, note)
         note("the limit: core-time per image of decoding and of the model, interleaved")
         _limit(report, scan_rounds, main, crops, groups, folders, settings)
+        report["serve"] = _serve(report, main, groups, folders, settings, tmp, note)
         report["ray"] = None
         if settings.engine == "ray":
             note("Ray engine, 1 and 2 workers")
@@ -313,6 +322,41 @@ def _limit(
         report["scan"][fmt]["fraction_of_limit"] = share["median"]
 
 
+def _serve(
+    report: dict[str, Any],
+    main: Detector,
+    groups: dict[str, list[Path]],
+    folders: dict[str, Path],
+    settings: BenchSettings,
+    tmp: Path,
+    note: Note,
+) -> dict[str, Any] | None:
+    """``report["serve"]``: ``dfscan serve`` (in this process, on 127.0.0.1) against the scan
+    of the first folder, in interleaved rounds; None without the ``[serve]`` extra."""
+    if not serve_installed():
+        note('HTTP server not measured: the [serve] extra is missing (pip install "dfscan[serve]")')
+        return None
+    note(f"HTTP server against the scan, {settings.rounds} interleaved rounds")
+    first = next(iter(folders))
+    files = groups.get(first) or [p for paths in groups.values() for p in paths]
+    scan = ScanRun(scan_options(folders[first], settings, tmp / "serve-scan.csv"), main)
+    out, rounds = bench_serve(
+        files,
+        scan.arm(),
+        settings.model,
+        settings.device,
+        settings.workers,
+        settings.rounds,
+        settings.turn_seconds,
+        note,
+    )
+    for c in CONCURRENCY:
+        report["ratios"][f"serve, concurrency {c} / scan ({first})"] = rounds.ratio(
+            arm_name(c), SCAN
+        )
+    return out
+
+
 def _try_open(settings: BenchSettings, device: Device, note: Note) -> Detector | None:
     try:
         return Detector.from_onnx(settings.model, device)
@@ -344,6 +388,7 @@ REQUIRED_FIELDS = (
     "limit",
     "ratios",
     "memory",
+    "serve",
     "cli_startup_s.help",
     "cli_startup_s.version",
     "cli_startup_s.rounds",

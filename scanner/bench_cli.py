@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from dfscan.scanner.cli_support import console, err_console, report_errors
 from dfscan.scanner.scan_cli import DeviceChoice
@@ -70,6 +71,15 @@ def _stage_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         what = f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}"
         note = f"{r['images']} images in {r['seconds']:.1f} s (actor start-up included){vs}"
         rows.append(("Ray engine scan", what, _rate(r["images_per_s"]), note))
+    serve: dict[str, Any] = report.get("serve") or {}
+    for c in (32, 1) if serve else ():
+        s = serve[f"concurrency_{c}"]
+        lat, mean = s["latency_ms"], serve["mean_batch"]
+        note = (
+            f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms; {100 * s['vs_scan']:.0f}% of "
+            f"the scan; mean batch {'n/a' if mean is None else f'{mean:.1f}'}"
+        )
+        rows.append(("HTTP server (serve)", f"concurrency {c}", _rate(s["images_per_s"]), note))
     for m in report["memory"]:
         rss = "n/a" if m["peak_rss_mb"] is None else f"{m['peak_rss_mb']:.0f} MB"
         what = f"{m['files']:,} small files"
@@ -176,7 +186,7 @@ def bench(
         from dfscan.scanner.sources import require
 
         require("ray")
-    common = dict(
+    common: dict[str, Any] = dict(
         model=model, folder=folder, device=device.value, checkpoint=checkpoint, engine=engine
     )
     if smoke:
@@ -191,7 +201,7 @@ def bench(
             rounds=rounds,
         )
     report = run_bench(
-        settings, note=lambda msg: err_console.print(f"[dim]{msg}…[/]", highlight=False)
+        settings, note=lambda msg: err_console.print(f"[dim]{escape(msg)}…[/]", highlight=False)
     )
     print_report(report)
     if json_out is not None:

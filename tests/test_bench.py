@@ -11,9 +11,12 @@ from typer.testing import CliRunner
 from dfscan.scanner.bench import REQUIRED_FIELDS, missing_fields
 from dfscan.scanner.bench_cli import bench_rows
 from dfscan.scanner.cli import app
+from dfscan.scanner.serve.bench_stage import serve_installed
 from tests.onnx_models import brightness_meta, brightness_model
 
 runner = CliRunner()
+SERVE_32 = "serve, concurrency 32 / scan (jpeg)"
+SERVE_1 = "serve, concurrency 1 / scan (jpeg)"
 
 
 @pytest.fixture
@@ -64,7 +67,7 @@ def test_smoke_runs_every_stage(tiny_model: Path, tmp_path: Path):
         "scan / limit (png)",
         "scan with / without provenance (jpeg)",
         "scan, region / whole-image decode (jpeg)",
-    }
+    } | ({SERVE_32, SERVE_1} if serve_installed() else set())
     assert report["scan"]["jpeg"]["images_per_s_whole_image_decode"] > 0
     limit = report["limit"]
     assert limit["cores"] >= 1 and limit["model_core_ms"] > 0 and limit["batch_size"] == 2
@@ -146,3 +149,47 @@ def test_smoke_with_a_checkpoint_measures_the_pytorch_side(tmp_path: Path):
     ):
         ratio = torch_part["ratios"][key]
         assert ratio["median"] > 0 and ratio["rounds"] == 3 and len(ratio["spread"]) == 2
+
+
+@pytest.mark.skipif(not serve_installed(), reason="the [serve] extra is missing (dfscan[serve])")
+def test_smoke_has_the_serve_row(tiny_model: Path, tmp_path: Path):
+    """The HTTP server against the scan: throughput ratios from the same rounds, latency at
+    concurrency 1 and 32, and its rows in the table (figures not asserted)."""
+    out = tmp_path / "bench.json"
+    code, output = _bench(
+        "--model", str(tiny_model), "--smoke", "--json", str(out), "--device", "cpu"
+    )
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    serve = report["serve"]
+    assert serve["images"] == 4 and serve["provider"] == "CPUExecutionProvider"
+    assert serve["requests_per_call"] == {"32": 64, "1": 4}
+    assert serve["mean_batch"] >= 1
+    for c in (32, 1):
+        row = serve[f"concurrency_{c}"]
+        assert row["images_per_s"] > 0 and row["vs_scan"] > 0
+        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+        # warm-up plus one call per round, every request answered 200 (else the bench fails)
+        assert row["requests"] == (1 + 3) * serve["requests_per_call"][str(c)]
+        ratio = report["ratios"][f"serve, concurrency {c} / scan (jpeg)"]
+        assert ratio["rounds"] == 3 and ratio["median"] == pytest.approx(row["vs_scan"])
+    rows = [r for r in bench_rows(report) if r[0] == "HTTP server (serve)"]
+    assert [r[1] for r in rows] == ["concurrency 32", "concurrency 1"]
+    assert all("p50" in r[3] and "p99" in r[3] and "of the scan" in r[3] for r in rows)
+    assert "HTTP server (serve)" in output
+
+
+def test_without_the_serve_extra_the_row_is_skipped_with_a_note(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from dfscan.scanner import bench
+
+    monkeypatch.setattr(bench, "serve_installed", lambda: False)
+    out = tmp_path / "bench.json"
+    code, output = _bench(
+        "--model", str(tiny_model), "--smoke", "--json", str(out), "--device", "cpu"
+    )
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    assert report["serve"] is None and not any("serve" in name for name in report["ratios"])
+    assert "HTTP server not measured: the [serve] extra is missing" in " ".join(output.split())
