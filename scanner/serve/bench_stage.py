@@ -16,7 +16,7 @@ import importlib.util
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,7 +107,7 @@ def bench_serve(
     workers: int | None,
     rounds: int,
     turn_seconds: float,
-    note: Any = lambda message: None,
+    note: Callable[[str], None] = lambda message: None,
 ) -> tuple[dict[str, Any], Rounds]:
     """(``report["serve"]``, the rounds): the server over ``files`` (one image a request)
     against ``scan_arm`` (the scan of the same files)."""
@@ -121,7 +121,7 @@ def bench_serve(
         loads = {c: LoadRun(url, posts, c, max(len(posts), 2 * c) if c > 1 else len(posts))
                  for c in CONCURRENCY}  # fmt: skip
         arms = {SCAN: scan_arm, **{arm_name(c): load.arm() for c, load in loads.items()}}
-        rounds = run_rounds(arms, rounds, turn_seconds, note)
+        timed = run_rounds(arms, rounds, turn_seconds, note)
     batches = service.metrics.batch_size
     out: dict[str, Any] = {
         "images": len(posts),
@@ -134,13 +134,11 @@ def bench_serve(
     }
     for c, load in loads.items():
         out[f"concurrency_{c}"] = {
-            "images_per_s": rounds.rate(arm_name(c)),
+            "images_per_s": timed.rate(arm_name(c)),
             "latency_ms": load.latency_ms(),
             "requests": len(load.latencies.seconds),
             "vs_scan": statistics.median(
-                a / b
-                for a, b in zip(rounds.rates[arm_name(c)], rounds.rates[SCAN], strict=True)
-                if b
+                a / b for a, b in zip(timed.rates[arm_name(c)], timed.rates[SCAN], strict=True) if b
             ),
         }
-    return out, rounds
+    return out, timed
