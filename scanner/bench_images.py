@@ -10,11 +10,15 @@ typical of photos (a few hundred KB at 1024², quality 90).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-FORMATS = {"jpeg": (".jpg", {"quality": 90}), "png": (".png", {"compress_level": 1})}
+FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    "jpeg": (".jpg", {"quality": 90}),
+    "png": (".png", {"compress_level": 1}),
+}
 
 
 def pink_noise_image(size: int, rng: np.random.Generator) -> np.ndarray:

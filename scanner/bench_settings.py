@@ -40,7 +40,7 @@ class BenchSettings:
     @classmethod
     def for_smoke(cls, **kwargs: Any) -> BenchSettings:
         """Seconds, not minutes: tiny images, two batch sizes, one timing each (for CI)."""
-        base = dict(
+        base: dict[str, Any] = dict(
             batch_sizes=(1, 2),
             scan_batch_size=2,
             images=4,

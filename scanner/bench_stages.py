@@ -4,6 +4,7 @@ are made in interleaved rounds (:mod:`dfscan.scanner.bench_timing`), by :mod:`.b
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import statistics
@@ -148,8 +149,8 @@ def bench_provenance(paths: list[Path], min_seconds: float) -> dict[str, Any]:
 def sample_crops(paths: list[Path], detector: Detector, n: int) -> np.ndarray:
     """Up to ``n`` decoded model inputs (NHWC uint8), repeated when there are fewer files."""
     cfg = detector.meta.preprocess
-    crops = [d.pixels for d in (decode(Found(str(p), "b"), cfg) for p in paths[:n])]
-    crops = [c for c in crops if c is not None]
+    decoded = [decode(Found(str(p), "b"), cfg).pixels for p in paths[:n]]
+    crops = [c for c in decoded if c is not None]
     if not crops:
         raise DataError("none of the benchmark images could be decoded")
     reps = -(-n // len(crops))
@@ -172,7 +173,7 @@ def bench_model(
     rows = []
     for bs in batch_sizes:
         batch = batch_of(crops, bs)
-        timing = time_repeated(lambda b=batch: detector.run(b), min_seconds)
+        timing = time_repeated(functools.partial(detector.run, batch), min_seconds)
         rows.append(
             {
                 "provider": detector.provider,

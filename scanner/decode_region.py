@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import ImageFile
 
 FAST_DECODE_ENV = "DFSCAN_FAST_DECODE"  # "0": always decode whole images (for comparisons)
 TURBOJPEG_ENV = "DFSCAN_TURBOJPEG"  # a path to libturbojpeg, instead of the loader's search
@@ -360,7 +360,7 @@ def png_tail_is_plain(data: bytes) -> bool:
     return False
 
 
-def limit_png_rows(im: Image.Image, rows: int) -> bool:
+def limit_png_rows(im: ImageFile.ImageFile, rows: int) -> bool:
     """Make a just-opened, non-interlaced PNG decode only its first ``rows`` rows on ``load()``.
 
     The image keeps its size; rows below stay unset. False (nothing changed) for anything but
