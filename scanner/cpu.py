@@ -49,3 +49,12 @@ def int8_path(flags: frozenset[str]) -> str:
 def int8_kernels() -> str:
     """This machine's int8 path, e.g. ``AVX2 (no VNNI)``."""
     return int8_path(cpu_flags())
+
+
+_VNNI_FLAGS = frozenset({"amx_int8", "avx512_vnni", "avx_vnni"})
+
+
+@cache
+def has_vnni() -> bool:
+    """Whether uint8·int8 products sum in int32 here (VNNI/AMX), never saturating."""
+    return bool(cpu_flags() & _VNNI_FLAGS)

@@ -1,4 +1,4 @@
-from dfscan.scanner.cpu import cpu_flags, int8_kernels, int8_path
+from dfscan.scanner.cpu import cpu_flags, has_vnni, int8_kernels, int8_path
 
 EPYC = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n\nprocessor\t: 1\nflags : x\n"
 
@@ -20,3 +20,9 @@ def test_the_best_int8_path_is_named():
 
 def test_this_machine_has_a_name():
     assert int8_kernels()
+
+
+def test_vnni_is_read_from_the_flags():
+    assert has_vnni() == ("VNNI" in int8_kernels() and "no VNNI" not in int8_kernels()) or (
+        "AMX" in int8_kernels()
+    )
