@@ -317,6 +317,10 @@ def test_holdout_cli_holds_out_real_sources(demo: Path, tmp_path: Path):
     )
     md = (out / "results.md").read_text()
     assert "FPR @ threshold [95 % CI]" in md and "Real sources held out" in md
+    mean = next(line for line in md.splitlines() if "| mean |" in line)
+    fpr = float(rows[2]["fpr_at_threshold"])  # rates and their intervals both in percent
+    lo, hi = 100 * float(rows[2]["fpr_lo"]), 100 * float(rows[2]["fpr_hi"])
+    assert f"{100 * fpr:.1f}% [{lo:.1f}–{hi:.1f} %]" in mean
     # the folds were planned by source: asking for groups on them is refused, not mixed
     again = runner.invoke(app, [*args, "--holdout-reals", "groups", "--workers", "0"])
     assert again.exit_code != 0 and "planned with --holdout-reals sources" in again.output

@@ -58,7 +58,7 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[st
                 ci = pct_interval(r.get("fpr_at_threshold_ci"))
                 cells.append(f"{pct(r.get(key))} {ci}".strip())
             elif key == "tpr5":
-                cells.append(f"{pct(r.get(key))} {interval(r.get('tpr5_ci'))}".strip())
+                cells.append(f"{pct(r.get(key))} {pct_interval(r.get('tpr5_ci'))}".strip())
             elif key == "auc":
                 cells.append(f"{num(r.get(key))} {interval(r.get('auc_ci'))}".strip())
             else:
