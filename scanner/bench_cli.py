@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import console, err_console, report_errors
-from dfscan.scanner.scan_cli import DeviceChoice
+from dfscan.scanner.cli_support import console, device_option, err_console, report_errors
 
 
 def _rate(x: float | None) -> str:
@@ -153,7 +152,7 @@ def bench(
             "other input variant (needs dfscan[export])."
         ),
     ] = None,
-    device: Annotated[DeviceChoice, typer.Option(help="auto, cpu or cuda.")] = DeviceChoice.auto,
+    device: Annotated[str, device_option(help="auto, cpu or cuda.")] = "auto",
     batch_sizes: Annotated[str, typer.Option(help="Model-only batch sizes.")] = "1,8,16,32",
     images: Annotated[int, typer.Option(min=1, help="Synthetic images per format.")] = 64,
     memory_files: Annotated[
@@ -187,7 +186,7 @@ def bench(
 
         require("ray")
     common: dict[str, Any] = dict(
-        model=model, folder=folder, device=device.value, checkpoint=checkpoint, engine=engine
+        model=model, folder=folder, device=device, checkpoint=checkpoint, engine=engine
     )
     if smoke:
         settings = BenchSettings.for_smoke(**common)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-import click
 import typer
 
 HEADER = (
@@ -22,7 +21,11 @@ HEADER = (
 )
 
 
-def _default(param: click.Parameter) -> str:
+# click's objects are typed as Any: typer 0.29 builds its commands on its own vendored copy of
+# click, whose classes are not those of the click package.
+
+
+def _default(param: Any) -> str:
     if getattr(param, "is_flag", False) and not getattr(param, "secondary_opts", None):
         return ""
     value: Any = param.default
@@ -35,7 +38,7 @@ def _default(param: click.Parameter) -> str:
     return f"`{value}`"
 
 
-def _names(param: click.Parameter) -> str:
+def _names(param: Any) -> str:
     if param.param_type_name == "argument":
         return f"`{(param.name or '').upper()}`" + ("" if param.required else " (optional)")
     opts = [*param.opts, *getattr(param, "secondary_opts", [])]
@@ -46,8 +49,8 @@ def _cell(text: str | None) -> str:
     return " ".join((text or "").split()).replace("|", "\\|")
 
 
-def command_section(name: str, command: click.Command, parent: click.Context) -> str:
-    ctx = click.Context(command, info_name=name, parent=parent)
+def command_section(name: str, command: Any, parent: Any) -> str:
+    ctx = command.context_class(command, info_name=name, parent=parent)
     usage = " ".join(command.collect_usage_pieces(ctx))
     lines = [f"## `dfscan {name}`", "", "```", f"dfscan {name} {usage}".rstrip(), "```", ""]
     lines += [(command.help or "").strip(), ""]
@@ -64,8 +67,8 @@ def command_section(name: str, command: click.Command, parent: click.Context) ->
 def reference() -> str:
     from dfscan.scanner.cli import app
 
-    group = typer.main.get_group(app)
-    ctx = click.Context(group, info_name="dfscan")
+    group: Any = typer.main.get_group(app)
+    ctx = group.context_class(group, info_name="dfscan")
     sections = [HEADER]
     for name in sorted(group.list_commands(ctx)):
         command = group.get_command(ctx, name)

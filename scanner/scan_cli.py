@@ -62,15 +62,6 @@ class EngineChoice(str, Enum):
     ray = "ray"
 
 
-class DeviceChoice(str, Enum):
-    """Only for ``dfscan bench`` (bench_cli.py, being reworked elsewhere) until it takes
-    :func:`~dfscan.scanner.cli_support.device_option`; it refuses ``cuda:N``."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class _Bar:
     """The scan's progress on a Rich bar, shown from the first file on (not while the model
     loads); the total arrives later, from a counting thread."""

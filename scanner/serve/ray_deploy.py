@@ -87,7 +87,7 @@ def deployment(build: Callable[[], Service], options: RayServeOptions) -> Any:
     actor: dict[str, Any] = {"num_cpus": options.cpus_per_replica}
     if options.gpus_per_replica > 0:
         actor["num_gpus"] = options.gpus_per_replica
-    dep = serve.deployment(
+    dep: Any = serve.deployment(  # typed as a decorator factory; called with the class it is one
         serve.ingress()(Replica),
         name="dfscan",
         num_replicas=options.replicas,
