@@ -18,6 +18,7 @@ from dfscan.scanner.report_html import ReportCollector, RunInfo, write_html
 from dfscan.scanner.reports import Row
 from dfscan.scanner.scan import ScanOptions, run_scan
 
+from .browser import CHROMIUM, CHROMIUM_FLAGS, needs_chromium
 from .conftest import write_image
 from .provenance_files import FRONT_ENDS, png_with_text
 
@@ -129,28 +130,6 @@ def test_scan_cli_html_option(tmp_path: Path, brightness_onnx):
 
 
 # --- in a real browser ------------------------------------------------------------------------
-
-CHROMIUM = next(
-    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-    None,
-)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no headless Chromium on this machine (Debian: apt-get install chromium; .ci/run does)",
-)
-# Flags that work as root in a sandbox without network (see the machine notes).
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
 
 
 def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

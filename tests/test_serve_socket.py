@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -22,41 +20,23 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import uvicorn
 
 from dfscan.scanner.detector import Detector
-from dfscan.scanner.serve.app import create_app
+from dfscan.scanner.serve.bench_stage import running
 from dfscan.scanner.serve.cli import build_service
 from dfscan.scanner.serve.load import Post, multipart_post, raw_post, run_load
 from dfscan.scanner.serve.service import Service
 
+from .browser import CHROMIUM, CHROMIUM_FLAGS, needs_chromium
 from .conftest import decompression_bomb_png, encoded
 
 KEY = "socket-test-key"
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # a thread cannot take signals
-        pass
-
-
 def serving(service: Service) -> Iterator[str]:
-    config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=0, log_level="warning", access_log=False
-    )
-    server = _Server(config)
-    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    """The app on a free port of 127.0.0.1 (the bench's own server runner), as a generator."""
+    with running(service) as base:
+        yield base
 
 
 @pytest.fixture
@@ -145,25 +125,8 @@ def test_the_key_over_a_socket(brightness_onnx: Path):
 
 # --- the page in a real browser -----------------------------------------------------------------
 
-CHROMIUM = next(
-    (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-    None,
-)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no headless Chromium on this machine (Debian: apt-get install chromium; .ci/run does)",
-)
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
+PAGE_FLAGS = [
+    *CHROMIUM_FLAGS,
     "--virtual-time-budget=30000",  # run the page's fetches to the end before dumping
 ]
 
@@ -171,7 +134,7 @@ CHROMIUM_FLAGS = [
 def chromium(page: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     return subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page],
+        [CHROMIUM, *PAGE_FLAGS, f"--user-data-dir={profile}", *args, page],
         capture_output=True,
         text=True,
         timeout=120,
