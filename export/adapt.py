@@ -30,8 +30,8 @@ import torch
 
 from dfscan.export.builtin import (
     assemble,
+    assembled_checkpoint,
     binary_head,
-    pretrained_model,
     probe_scores,
     raw_features,
 )
@@ -40,18 +40,10 @@ from dfscan.scanner.calibrate import fpr_threshold, wilson_interval
 from dfscan.scanner.discovery import discover
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.preprocess import PreprocessConfig, load_image
-from dfscan.train.checkpoint import ModelConfig
-from dfscan.train.detector import Detector
+from dfscan.train.probe import set_binary_head
 
 ADAPT_TARGET_FPR = 0.05
 MIN_REALS = 10  # fewer cannot be split in two halves that each say something
-
-
-def set_head(model: Detector, w: np.ndarray, b: float) -> None:
-    with torch.no_grad():
-        wt = torch.from_numpy(w).float()
-        model.head[-1].weight.copy_(torch.stack([-wt / 2, wt / 2]))
-        model.head[-1].bias.copy_(torch.tensor([-b / 2, b / 2], dtype=torch.float32))
 
 
 @dataclass(frozen=True)
@@ -146,12 +138,8 @@ class Adapted:
 def adapt(part: BuiltinPart, reals: Path, out: Path) -> Adapted:
     """Refit ``part``'s head on the real photos under ``reals`` and write the adapted ONNX."""
     laplace = Laplace.from_part(part)
-    config = ModelConfig.from_dict(part.config, part.name)
-    model = pretrained_model(config, part.backbone.get("weights", "imagenet"))
-    state = model.state_dict()
-    for key, array in part.tensors.items():
-        state[key] = torch.from_numpy(np.array(array))
-    model.load_state_dict(state)
+    loaded = assembled_checkpoint(part, {})
+    model, config = loaded.model, loaded.config
     images, skipped = read_reals(reals, config.spec.preprocess)
     user = raw_features(model, images)
     w0, b0 = binary_head(model)
@@ -165,7 +153,7 @@ def adapt(part: BuiltinPart, reals: Path, out: Path) -> Adapted:
         f"max of the shipped rule ({shipped.rule}) and fpr{ADAPT_TARGET_FPR:g} on "
         f"{len(user)} cross-fitted user reals ({reals.name}/)"
     )
-    set_head(model, w, b)
+    set_binary_head(model.head[-1], torch.from_numpy(w).float(), torch.tensor(b).float())
     spec = config.spec.with_threshold("fp32", float(threshold), rule)
     size = spec.preprocess.size
     probes = {
