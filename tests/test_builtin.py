@@ -169,3 +169,20 @@ def test_models_shows_the_card():
     as_json = runner.invoke(app, ["models", "--json"])
     card = json.loads(as_json.stdout)
     assert card["name"] == part.name and card["threshold"] == part.threshold
+
+
+def test_serve_without_model_serves_the_built_in_detector_and_its_card(fake_builtin):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from dfscan.scanner.serve.app import create_app
+    from dfscan.scanner.serve.cli import build_service, resolve_model
+
+    part, calls = fake_builtin
+    notes: list[str] = []
+    path, card = resolve_model(None, notes.append)
+    assert path == cached_path(part) and card == part.card and len(calls) == 1
+    assert any("assembling" in n for n in notes)
+    with TestClient(create_app(build_service(None, device="cpu"))) as client:
+        model = client.get("/v1/model").json()
+    assert model["card"] == part.card and len(calls) == 1  # assembled once, then cached

@@ -148,15 +148,9 @@ def resolve_model(
     detector with its card."""
     if model is not None:
         return Path(model), None
-    try:
-        from dfscan.scanner import builtin
-    except ImportError:  # an install without the built-in detector
-        raise DataError(
-            "--model is required: this install has no built-in detector",
-            hint="dfscan serve --model M.onnx",
-        ) from None
-    path = builtin.resolve_model(None, notify)
-    return path, builtin.load_part().card
+    from dfscan.scanner import builtin
+
+    return builtin.builtin_model(notify), builtin.load_part().card
 
 
 def read_api_key(key_file: Path | None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -206,8 +200,8 @@ def build_service(
 ) -> Service:
     """Load the model and make the service the app serves (no threads started yet);
     ``threads``: ONNX Runtime's intra-op threads (None: its default)."""
+    from dfscan.scanner.builtin import file_sha256
     from dfscan.scanner.detector import Detector
-    from dfscan.scanner.scan import file_sha256
     from dfscan.scanner.serve.limits import Limits
     from dfscan.scanner.serve.service import Service
 
