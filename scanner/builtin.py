@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
@@ -114,9 +114,18 @@ def cached_path(part: BuiltinPart) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """A model file's identity (in reports, and for the cached built-in detector): hex SHA-256."""
+    """A model file's identity (in reports, and for the cached built-in detector): hex SHA-256.
+
+    Cached by (path, size, mtime): a scan with the built-in detector checks the file and then
+    names it in every row, and 13 MB need hashing once."""
+    st = Path(path).stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

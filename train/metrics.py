@@ -19,6 +19,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from dfscan.scanner.calibrate import fpr_threshold
 from dfscan.train.dataset_folder import REAL
 
 THRESHOLD_RULE = "eer_on_val"  # stored next to the threshold in checkpoints and reports
@@ -46,10 +47,7 @@ def calibrated_threshold(y: np.ndarray, p: np.ndarray, target_fpr: float = 0.0) 
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     if target_fpr <= 0 or not (y == 0).any():
         return eer_threshold(y, p)
-    real = np.sort(p[y == 0])
-    allowed = int(np.floor(target_fpr * len(real)))  # at most this many reals flagged
-    above = real[len(real) - allowed - 1]  # flag strictly above the next real score
-    return float(np.clip(np.nextafter(above, np.inf), 0.0, 1.0))
+    return fpr_threshold(p[y == 0].tolist(), target_fpr)  # the rule calibrate uses too
 
 
 def eer_threshold(y: np.ndarray, p: np.ndarray) -> float:
