@@ -28,19 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfscan.export.builtin import (
+from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.model.builtin import BuiltinPart, decode_tensor
+from dfscan.scanner.model.preprocess import PreprocessConfig, load_image
+from dfscan.scanner.scan.calibrate import fpr_threshold, wilson_interval
+from dfscan.scanner.scan.discovery import discover
+from dfscan.train.fit.probe import set_binary_head
+
+from .builtin import (
     assemble,
     assembled_checkpoint,
     binary_head,
     probe_scores,
     raw_features,
 )
-from dfscan.scanner.builtin import BuiltinPart, decode_tensor
-from dfscan.scanner.calibrate import fpr_threshold, wilson_interval
-from dfscan.scanner.discovery import discover
-from dfscan.scanner.errors import DataError, ModelError
-from dfscan.scanner.preprocess import PreprocessConfig, load_image
-from dfscan.train.probe import set_binary_head
 
 ADAPT_TARGET_FPR = 0.05
 MIN_REALS = 10  # fewer cannot be split in two halves that each say something
@@ -105,7 +106,7 @@ def cross_fitted_scores(
 
 def read_reals(folder: Path, preprocess: PreprocessConfig) -> tuple[np.ndarray, int]:
     """Prepared images of every readable file under ``folder`` and how many were skipped."""
-    from dfscan.scanner.discovery import DiscoveryStats, check_roots
+    from dfscan.scanner.scan.discovery import DiscoveryStats, check_roots
 
     roots = check_roots([folder])
     images, skipped = [], 0

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.cli.support import console, err_console, report_errors
 from dfscan.scanner.errors import DataError
 
 ADAPT_HELP = (
@@ -41,8 +41,9 @@ def adapt(
     ] = False,
 ) -> None:
     """Refit the built-in detector on your real photos (see ADAPT_HELP)."""
-    from dfscan.export.adapt import adapt as run_adapt
-    from dfscan.scanner.builtin import load_part
+    from dfscan.scanner.model.builtin import load_part
+
+    from .adapt import adapt as run_adapt
 
     if out.exists() and not overwrite:
         raise DataError(f"{out} exists", hint="pass --overwrite to replace it")

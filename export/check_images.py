@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.preprocess import PreprocessConfig, load_image, prepare, to_chw_batch
-from dfscan.train.dataset_folder import iter_image_files, label_of
+from dfscan.scanner.model.preprocess import PreprocessConfig, load_image, prepare, to_chw_batch
+from dfscan.train.data.folder import iter_image_files, label_of
 
 # skimage.data images bundled with the package (no download): photographs and scans
 BUNDLED_PHOTOS = (

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import console, err_console, report_errors
+from dfscan.scanner.cli.support import console, err_console, report_errors
 from dfscan.scanner.errors import ExitCode
 
 if TYPE_CHECKING:
-    from dfscan.export.exporter import ExportResult
+    from .exporter import ExportResult
 
 
 def register(app: typer.Typer) -> None:
-    from dfscan.export.adapt_cli import ADAPT_HELP, adapt
+    from .adapt_cli import ADAPT_HELP, adapt
 
     app.command("export")(export)
     app.command("demo")(demo)
@@ -83,7 +83,7 @@ def export(
     ap_tolerance: ApToleranceOpt = 0.01,
 ) -> None:
     """Export a checkpoint to ONNX (and TorchScript) with the preprocessing maths and metadata."""
-    from dfscan.export.exporter import export_checkpoint
+    from .exporter import export_checkpoint
 
     result = export_checkpoint(
         checkpoint,
@@ -110,7 +110,7 @@ def stage_list(option: str) -> tuple[str, ...]:
 
 def print_export(result: ExportResult) -> None:
     """What was written: the graph, the int8 threshold and why, TorchScript, parity table."""
-    from dfscan.export.exporter import file_size
+    from .exporter import file_size
 
     meta = result.meta
     console.print(
@@ -151,6 +151,6 @@ def demo(
     ] = None,
 ) -> None:
     """Build demo data, train a detector (recipe robust), export it, scan the test images."""
-    from dfscan.export.demo import DemoConfig, run_demo
+    from .demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=out, recipe=recipe, input=input, epochs=epochs), console, err_console)

@@ -1,6 +1,6 @@
 """``dfscan demo``: the whole pipeline — data, training, export, scan — in minutes on a CPU.
 
-Runs on the simulated demo dataset (``dfscan.train.demo_data``), so its numbers prove that the
+Runs on the simulated demo dataset (``dfscan.train.data.demo``), so its numbers prove that the
 plumbing works end to end; they say nothing about real generators.
 """
 
@@ -19,7 +19,7 @@ from rich.console import Console
 from dfscan.scanner.errors import DataError
 
 if TYPE_CHECKING:
-    from dfscan.train.config import TrainConfig
+    from dfscan.train.fit.config import TrainConfig
 
 
 @dataclass
@@ -55,7 +55,7 @@ def copy_test_split(data: Path, split_csv: Path, dest: Path) -> int:
     """The test split as a folder the scanner can read (generator = first-level subfolder)."""
     if dest.exists():
         shutil.rmtree(dest)
-    from dfscan.train.split import read_split
+    from dfscan.train.data.split import read_split
 
     samples, assignment = read_split(split_csv)
     test = [s.path for s in samples if assignment[s.path] == "test"]
@@ -70,7 +70,7 @@ def copy_test_split(data: Path, split_csv: Path, dest: Path) -> int:
 
 def prepare_out(out: Path) -> None:
     """Use an empty/new folder, or redo a previous demo in place; never touch anything else."""
-    from dfscan.train.demo_data import MANIFEST
+    from dfscan.train.data.demo import MANIFEST
 
     if out.exists() and not out.is_dir():
         raise DataError(f"--out is a file: {out}")
@@ -102,10 +102,10 @@ class _Steps:
 def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
     """Data, training, export with the parity check, and a scan of the held-out test images;
     the steps go to ``log``, the scan's summary and where things are to ``console``."""
-    from dfscan.scanner.scan import ScanOptions, run_scan
-    from dfscan.scanner.scan_cli import print_summary
-    from dfscan.train.demo_data import build_demo_dataset
-    from dfscan.train.loop import train
+    from dfscan.scanner.cli.scan import print_summary
+    from dfscan.scanner.scan.run import ScanOptions, run_scan
+    from dfscan.train.data.demo import build_demo_dataset
+    from dfscan.train.fit.loop import train
 
     out = cfg.out
     data, run, onnx_path = out / "data", out / "run", out / "model.onnx"
@@ -147,7 +147,7 @@ def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
 
 def _train_config(cfg: DemoConfig, data: Path, run: Path) -> TrainConfig:
     """The recipe's training config, with the demo's overrides where they are set."""
-    from dfscan.train.loop import config_from_settings
+    from dfscan.train.fit.loop import config_from_settings
 
     overrides = {"size": cfg.size, "input": cfg.input, "epochs": cfg.epochs}
     return config_from_settings(
@@ -164,7 +164,7 @@ def _train_config(cfg: DemoConfig, data: Path, run: Path) -> TrainConfig:
 def _export_checked(checkpoint: Path, onnx_path: Path, test: Path, log: Console) -> None:
     """Export to ONNX, checked against the eager model on the test images (fails on a
     parity failure)."""
-    from dfscan.export.exporter import export_checkpoint, file_size
+    from .exporter import export_checkpoint, file_size
 
     exported = export_checkpoint(
         checkpoint, onnx_path, check=True, check_images=test, check_limit=64

@@ -7,28 +7,29 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dfscan.export.check_images import ImageSet, bundled_photos, folder_images
-from dfscan.export.graph_module import INPUT_DTYPES, ExportedDetector, InputDType, exportable
-from dfscan.export.metadata import build_meta
-from dfscan.export.onnx_writer import (
+from dfscan.scanner.errors import DataError, DfscanError
+from dfscan.scanner.model.meta import PRECISIONS, ModelMeta
+from dfscan.train.models.checkpoint import load_checkpoint
+from dfscan.train.models.detector import STAGES
+
+from .check_images import ImageSet, bundled_photos, folder_images
+from .graph_module import INPUT_DTYPES, ExportedDetector, InputDType, exportable
+from .metadata import build_meta
+from .onnx_writer import (
     OPSET,
     attach_metadata,
     export_onnx_proto,
     forbid_dft,
     save_onnx,
 )
-from dfscan.export.parity import AP_TOLERANCE, ParityError, ParityReport, check_parity
-from dfscan.export.precision import INT8_FLOAT_STAGES, MatchedThreshold
-from dfscan.scanner.errors import DataError, DfscanError
-from dfscan.scanner.model_meta import PRECISIONS, ModelMeta
-from dfscan.train.checkpoint import load_checkpoint
-from dfscan.train.detector import STAGES
+from .parity import AP_TOLERANCE, ParityError, ParityReport, check_parity
+from .precision import INT8_FLOAT_STAGES, MatchedThreshold
 
 if TYPE_CHECKING:
     import onnx
 
-    from dfscan.scanner.preprocess import PreprocessConfig
-    from dfscan.train.checkpoint import LoadedCheckpoint
+    from dfscan.scanner.model.preprocess import PreprocessConfig
+    from dfscan.train.models.checkpoint import LoadedCheckpoint
 
 
 @dataclass
@@ -199,7 +200,7 @@ def _int8(
 ) -> Graph:
     """The fp32 graph quantised on the calibration images, with the int8 threshold matched
     to the fp32 one on the calibration reals (recorded in the metadata)."""
-    from dfscan.export.precision import (
+    from .precision import (
         INT8_SCHEME,
         INT8_THRESHOLD_RULE,
         graph_scores,
@@ -230,7 +231,7 @@ def _write_torchscript(
     loaded: LoadedCheckpoint, graph: Graph, input_dtype: InputDType, path: Path
 ) -> int:
     """TorchScript is the fp32 model, with fp32 metadata whatever the ONNX precision."""
-    from dfscan.export.torchscript_writer import export_torchscript
+    from .torchscript_writer import export_torchscript
 
     fp32_meta = replace(
         build_meta(loaded, "fp32"), export={"input_dtype": input_dtype, "opset": OPSET}

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from dfscan.scanner.labels import CLASSES, FAKE
-from dfscan.train.detector import Detector
-from dfscan.train.frontend import FFTFrontend
+from dfscan.train.models.detector import Detector
+from dfscan.train.models.frontend import FFTFrontend
 
 InputDType = Literal["uint8", "float32"]
 INPUT_DTYPES: tuple[InputDType, ...] = ("uint8", "float32")

@@ -10,8 +10,8 @@ import onnxruntime
 import torch
 
 from dfscan.scanner import __version__
-from dfscan.scanner.model_meta import ModelMeta
-from dfscan.train.checkpoint import LoadedCheckpoint
+from dfscan.scanner.model.meta import ModelMeta
+from dfscan.train.models.checkpoint import LoadedCheckpoint
 
 
 def training_summary(data: dict[str, Any]) -> dict[str, Any]:

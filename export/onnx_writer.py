@@ -11,9 +11,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from dfscan.export.graph_module import ExportedDetector, InputDType, example_batch
 from dfscan.scanner.errors import ModelError
-from dfscan.scanner.model_meta import INPUT_NAME, OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta
+from dfscan.scanner.model.meta import INPUT_NAME, OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta
+
+from .graph_module import ExportedDetector, InputDType, example_batch
 
 OPSET = 18
 SINGLE_FILE_LIMIT = 2**31 - 1  # protobuf's hard limit; bigger models need external data

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from dfscan.export.check_images import ImageSet
-from dfscan.export.graph_module import InputDType
 from dfscan.scanner.errors import DeviceError, DfscanError, ExitCode
 from dfscan.scanner.formatting import NA, num
-from dfscan.scanner.model_meta import OUTPUT_LOGITS, OUTPUT_P_FAKE
-from dfscan.scanner.runtime import CPU, load_session, open_session
+from dfscan.scanner.model.meta import OUTPUT_LOGITS, OUTPUT_P_FAKE
+from dfscan.scanner.model.runtime import CPU, load_session, open_session
+
+from .check_images import ImageSet
+from .graph_module import InputDType
 
 FP32_TOLERANCE = 1e-4
 SATURATION_FREE_WEIGHT = 64
@@ -158,7 +159,7 @@ def _note_int8_drift(
     """Say which int8 path this CPU took, how far its integer kernels are from the graph's own
     arithmetic (rounding: ~4e-4 on a 32² Lite0, ~5e-3 on Lite0 at 224²), and whether they can
     saturate here (8-bit weights on a CPU without VNNI)."""
-    from dfscan.scanner.cpu import has_vnni, int8_kernels
+    from dfscan.scanner.model.cpu import has_vnni, int8_kernels
 
     exact = exact_int8_scores(onnx_path, batch)
     drift = float(np.mean(np.abs(kernels.p_fake.astype(np.float64) - exact)))
@@ -268,7 +269,7 @@ def check_parity(
     fp32 graphs: max |Δ p_fake| ≤ ``FP32_TOLERANCE`` and the same class on every image.
     fp16/int8 graphs on labelled images: AP ≥ reference AP − ``ap_tolerance``.
     """
-    from dfscan.export.torchscript_writer import load_torchscript
+    from .torchscript_writer import load_torchscript
 
     batch, labels = images.batch, images.labels
     ref = run_torch(reference.eval(), batch, "uint8")

@@ -222,7 +222,8 @@ def match_int8_threshold(
 
 def graph_scores(proto: onnx.ModelProto, batch: np.ndarray) -> np.ndarray:
     """p_fake of an in-memory graph on the CPU for uint8 NCHW images."""
-    from dfscan.export.parity import run_onnx
-    from dfscan.scanner.runtime import CPU, session_from_bytes
+    from dfscan.scanner.model.runtime import CPU, session_from_bytes
+
+    from .parity import run_onnx
 
     return run_onnx(session_from_bytes(proto.SerializeToString(), [CPU]), batch).p_fake

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from dfscan.export.graph_module import ExportedDetector, InputDType, example_batch
-from dfscan.scanner.model_meta import ModelMeta
+from dfscan.scanner.model.meta import ModelMeta
+
+from .graph_module import ExportedDetector, InputDType, example_batch
 
 EXTRA_FILE = "dfscan.json"
 

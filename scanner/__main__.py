@@ -2,7 +2,7 @@
 
 Guarded, so that importing the module (``pkgutil.walk_packages``, doc tools) runs nothing."""
 
-from dfscan.scanner.cli import main
+from .cli.app import main
 
 if __name__ == "__main__":
     main()

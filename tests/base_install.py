@@ -3,8 +3,8 @@
 ``python -m tests.base_install DIR`` writes ``DIR/brightness.onnx`` (the known-answer test
 detector of :mod:`tests.onnx_models`) and ``DIR/exported.onnx`` (a real ``dfscan export`` of a
 randomly initialised EfficientNet-Lite0 at 32², metadata and all). ``.ci/run`` then runs
-``tests/test_base_install.py`` in a venv made with ``pip install .`` alone, pointed at DIR by
-``DFSCAN_BASE_MODELS``.
+``tests/scanner/test_base_install.py`` in a venv made with ``pip install .`` alone, pointed at DIR
+by ``DFSCAN_BASE_MODELS``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ def write_models(out: Path) -> dict[str, Path]:
     import torch
 
     from dfscan.export.exporter import export_checkpoint
-    from dfscan.scanner.preprocess import PreprocessConfig
-    from dfscan.train.checkpoint import ModelConfig, save_checkpoint
-    from dfscan.train.registry import create_model
+    from dfscan.scanner.model.preprocess import PreprocessConfig
+    from dfscan.train.models.checkpoint import ModelConfig, save_checkpoint
+    from dfscan.train.models.registry import create_model
 
     from .onnx_models import brightness_model
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfscan.scanner.model_meta import INPUT_NAME, OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta
-from dfscan.scanner.preprocess import PreprocessConfig
-from dfscan.scanner.spec import DetectorSpec, FrontendSpec, Threshold
+from dfscan.scanner.model.meta import INPUT_NAME, OUTPUT_LOGITS, OUTPUT_P_FAKE, ModelMeta
+from dfscan.scanner.model.preprocess import PreprocessConfig
+from dfscan.scanner.model.spec import DetectorSpec, FrontendSpec, Threshold
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402

@@ -16,9 +16,11 @@ LAYER = {"dfscan.scanner": 0, "dfscan.train": 1, "dfscan.export": 2}
 def module_names() -> dict[str, Path]:
     modules = {}
     for folder, package in PACKAGES.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            modules[name] = path
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join([package, *parts])] = path
     return modules
 
 
@@ -53,8 +55,8 @@ def layer(module: str) -> int:
 
 
 def test_the_graph_is_not_empty() -> None:
-    assert "dfscan.scanner.errors" in GRAPH["dfscan.train.loop"]
-    assert "dfscan.train.backbones" in GRAPH["dfscan.train.registry"]
+    assert "dfscan.scanner.errors" in GRAPH["dfscan.train.fit.loop"]
+    assert "dfscan.train.models.backbones" in GRAPH["dfscan.train.models.registry"]
 
 
 @pytest.mark.parametrize("name", sorted(GRAPH))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import (
+from dfscan.scanner.cli.support import (
     console,
     device_option,
     device_value,
@@ -24,7 +24,7 @@ from dfscan.scanner.errors import ExitCode
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from dfscan.train.grid import Grid
+    from .experiments.grid import Grid
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,7 @@ def architecture_table() -> Table:
     models`` prints it beside the built-in detector's card)."""
     from rich.table import Table
 
-    from dfscan.train.registry import get_spec, list_models
+    from .models.registry import get_spec, list_models
 
     table = Table(title="architectures (dfscan train --arch NAME)", title_justify="left")
     table.add_column("arch", no_wrap=True)
@@ -64,7 +64,7 @@ def demo_data(
     size: Annotated[int, typer.Option(help="Side of the square images in pixels.")] = 128,
 ) -> None:
     """Build a small simulated real/fake dataset offline (for demos and tests, not a benchmark)."""
-    from dfscan.train.demo_data import build_demo_dataset
+    from .data.demo import build_demo_dataset
 
     summary = build_demo_dataset(out, seed=seed, n_real=n_real, size=size)
     counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items())
@@ -79,10 +79,10 @@ _OPTION_TYPES: dict[str, dict[str, Any]] = {
 
 
 def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` one option per :class:`~dfscan.train.config.TrainConfig` field (but
+    """Give ``command`` one option per :class:`~dfscan.train.fit.config.TrainConfig` field (but
     ``data`` and ``out``), from the field's default and help, where its ``options`` parameter
     stands; their values reach it as that one dict."""
-    from dfscan.train.config import setting_fields
+    from .fit.config import setting_fields
 
     fields = setting_fields()
     own = inspect.signature(command, eval_str=True)
@@ -173,8 +173,9 @@ def train(
     A setting left unset takes the recipe's value, else the default shown.
     """
     from dfscan.scanner.errors import DataError
-    from dfscan.train.config import config_from_settings
-    from dfscan.train.loop import train as run_training
+
+    from .fit.config import config_from_settings
+    from .fit.loop import train as run_training
 
     if list_recipes:
         _print_recipes()
@@ -200,7 +201,7 @@ def train(
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The TrainConfig options as (settings given, parsed: they override the recipe's) and
     (run options: device, workers…, passed as they are, unset ones included)."""
-    from dfscan.train.config import setting_fields
+    from .fit.config import setting_fields
 
     settings, run = {}, {}
     for f in setting_fields():
@@ -215,7 +216,7 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 def _print_recipes() -> None:
     from rich.table import Table
 
-    from dfscan.train.recipes import RECIPES
+    from .fit.recipes import RECIPES
 
     table = Table(title="recipes (dfscan train DATA --recipe NAME; later options override)")
     for column in ("recipe", "settings", "about"):
@@ -249,8 +250,8 @@ def evaluate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Accuracy, weighted P/R/F1, AP, ROC-AUC and per-generator rates of a checkpoint."""
-    from dfscan.train.evaluate import evaluate as run_evaluation
-    from dfscan.train.evaluate import render_report
+    from .fit.evaluate import evaluate as run_evaluation
+    from .fit.evaluate import render_report
 
     report = run_evaluation(
         checkpoint, data, split, split_file, out, json, batch_size, workers, device, err_console
@@ -274,7 +275,7 @@ def explain(
     """Grad-CAM of the 'fake' class at each layer: one PNG per image, p_fake in the title."""
     from rich.table import Table
 
-    from dfscan.train.explain import explain as run_explain
+    from .experiments.explain import explain as run_explain
 
     results = run_explain(images, checkpoint, out, layers, device)
     table = Table(title=f"Grad-CAM → {out}")
@@ -352,7 +353,8 @@ def experiments(
     JPEG-75, 0.5× rescale), with per-fold and mean AUC/AP/TPR at 5 % FPR and 95 % intervals.
     """
     from dfscan.scanner.errors import DataError
-    from dfscan.train.grid import grid_toml, load_grid
+
+    from .experiments.grid import grid_toml, load_grid
 
     chosen = load_grid(grid or ("holdout" if holdout and not quick else None), quick)
     if show_grid:
@@ -372,7 +374,7 @@ def experiments(
 
 def _dry_run(out: Path, grid: Grid) -> None:
     """The grid's runs and how far each got in ``out``; nothing is trained."""
-    from dfscan.train.results_table import collect_rows, markdown_table
+    from .experiments.results_table import collect_rows, markdown_table
 
     line = f"grid {grid.name} ({grid.mode}): {len(grid.expand())} runs"
     console.print(line, markup=False, soft_wrap=True)
@@ -385,8 +387,8 @@ def _run_grid(
 ) -> None:
     """Train and evaluate every run of the grid (finished ones are kept), print the table;
     exit 130 on Ctrl-C, 1 when every run failed."""
-    from dfscan.train.experiments import run_experiments
-    from dfscan.train.results_table import markdown_table
+    from .experiments.results_table import markdown_table
+    from .experiments.run import run_experiments
 
     try:
         result = run_experiments(data, out, grid, workers, device, cam_images, seed, err_console)
@@ -407,7 +409,7 @@ def _run_grid(
 
 
 def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed, reals) -> None:
-    from dfscan.train.holdout_run import markdown, run_holdout
+    from .holdout.run import markdown, run_holdout
 
     try:
         result = run_holdout(

@@ -15,7 +15,7 @@ __all__ = ["create_app"]
 
 def __getattr__(name: str) -> object:  # lazy: FastAPI only when the app is wanted
     if name == "create_app":
-        from dfscan.scanner.serve.app import create_app
+        from .app import create_app
 
         return create_app
     raise AttributeError(name)

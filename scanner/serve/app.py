@@ -23,12 +23,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from dfscan.scanner import __version__
-from dfscan.scanner.serve import uploads
-from dfscan.scanner.serve.batcher import InferenceFailed
-from dfscan.scanner.serve.limits import key_matches
-from dfscan.scanner.serve.metrics import CONTENT_TYPE
-from dfscan.scanner.serve.service import Service
+from .. import __version__
+from . import uploads
+from .batcher import InferenceFailed
+from .limits import key_matches
+from .metrics import CONTENT_TYPE
+from .service import Service
 
 log = logging.getLogger("dfscan.serve")
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dfscan.scanner.detector import Detector
-from dfscan.scanner.errors import first_line
-from dfscan.scanner.serve.metrics import Metrics
+from ..errors import first_line
+from ..model.detector import Detector
+from .metrics import Metrics
 
 NO_SCORE = "the model returned no valid score (NaN)"  # the scan's words for the same case
 

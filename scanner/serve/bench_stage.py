@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dfscan.scanner.bench_timing import Arm, Rounds, Timing, run_rounds
+from ..bench.timing import Arm, Rounds, Timing, run_rounds
 
 if TYPE_CHECKING:
-    from dfscan.scanner.serve.load import Post
-    from dfscan.scanner.serve.service import Service
+    from .load import Post
+    from .service import Service
 
 SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
 CONCURRENCY = (32, 1)
@@ -45,7 +45,7 @@ def running(service: Service) -> Iterator[str]:
     """The app over ``service`` on 127.0.0.1 (a free port) in a thread; yields its URL."""
     import uvicorn
 
-    from dfscan.scanner.serve.app import create_app
+    from .app import create_app
 
     class _Server(uvicorn.Server):
         def install_signal_handlers(self) -> None:  # a thread cannot take signals
@@ -79,7 +79,7 @@ class LoadRun:
         self.latencies = Timing()
 
     def __call__(self) -> float:
-        from dfscan.scanner.serve.load import run_load
+        from .load import run_load
 
         report = run_load(self.url, self.posts, self.concurrency, self.total)
         bad = [o.status for o in report.outcomes if o.status != 200]
@@ -111,8 +111,8 @@ def bench_serve(
 ) -> tuple[dict[str, Any], Rounds]:
     """(``report["serve"]``, the rounds): the server over ``files`` (one image a request)
     against ``scan_arm`` (the scan of the same files)."""
-    from dfscan.scanner.serve.cli import build_service
-    from dfscan.scanner.serve.load import raw_post
+    from .cli import build_service
+    from .load import raw_post
 
     posts = [raw_post(p.read_bytes(), p.name) for p in files]
     service = build_service(model, device=device, workers=workers)

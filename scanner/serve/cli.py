@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from dfscan.scanner.cli_support import device_option, err_console, report_errors
-from dfscan.scanner.errors import DataError, ExitCode, MissingExtra, exit_codes_help
+from ..cli.support import device_option, err_console, report_errors
+from ..errors import DataError, ExitCode, MissingExtra, exit_codes_help
 
 if TYPE_CHECKING:
-    from dfscan.scanner.serve.service import Service
+    from .service import Service
 
 KEY_ENV = "DFSCAN_API_KEY"
 SERVE_EXTRA = ("fastapi", "uvicorn", "python_multipart")
@@ -148,7 +148,7 @@ def resolve_model(
     detector with its card."""
     if model is not None:
         return Path(model), None
-    from dfscan.scanner import builtin
+    from ..model import builtin
 
     return builtin.builtin_model(notify), builtin.load_part().card
 
@@ -175,7 +175,7 @@ def read_api_key(key_file: Path | None, environ: Mapping[str, str] | None = None
 
 def check_host(host: str, key: str | None) -> None:
     """Refuse to listen beyond this machine without a key (DataError, exit 2)."""
-    from dfscan.scanner.serve.limits import is_loopback
+    from .limits import is_loopback
 
     if key is None and not is_loopback(host):
         raise DataError(
@@ -200,10 +200,10 @@ def build_service(
 ) -> Service:
     """Load the model and make the service the app serves (no threads started yet);
     ``threads``: ONNX Runtime's intra-op threads (None: its default)."""
-    from dfscan.scanner.builtin import file_sha256
-    from dfscan.scanner.detector import Detector
-    from dfscan.scanner.serve.limits import Limits
-    from dfscan.scanner.serve.service import Service
+    from ..model.builtin import file_sha256
+    from ..model.detector import Detector
+    from .limits import Limits
+    from .service import Service
 
     path, card = resolve_model(model, notify)
     detector = Detector.from_onnx(path, device, threads, notify=notify)
@@ -227,7 +227,7 @@ def run_server(service: Service, host: str, port: int, access_log: bool = True) 
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM: a graceful stop)."""
     import uvicorn
 
-    from dfscan.scanner.serve.app import create_app
+    from .app import create_app
 
     uvicorn.run(
         create_app(service),
@@ -268,7 +268,7 @@ def serve_on_ray(
     (``block``), else returns the running :class:`~dfscan.scanner.serve.ray_deploy.RayServer`."""
     import functools
 
-    from dfscan.scanner.serve import ray_deploy
+    from . import ray_deploy
 
     ray_deploy.require_ray_serve()
     path, card = resolve_model(model, _warn)
@@ -337,7 +337,7 @@ def serve(
     require_serve()
     key = read_api_key(api_key_file)
     check_host(host, key)
-    from dfscan.scanner.serve.limits import MIB, Limits
+    from .limits import MIB, Limits
 
     limits = Limits(
         max_body_bytes=int(max_body_mb * MIB),

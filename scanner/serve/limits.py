@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from dfscan.scanner.errors import DataError
+from ..errors import DataError
 
 MIB = 1 << 20
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from dfscan.scanner.preprocess import has_image_extension
+from ..model.preprocess import has_image_extension
 
 _TYPES = {
     ".jpg": "image/jpeg",

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dfscan.scanner.errors import DataError, MissingExtra, first_line
+from ..errors import DataError, MissingExtra, first_line
 
 if TYPE_CHECKING:
-    from dfscan.scanner.serve.service import Service
+    from .service import Service
 
 APP_NAME = "dfscan"
 RAY_SERVE_HINT = 'pip install "dfscan[serve-ray]"'
@@ -75,7 +75,7 @@ class Replica:
         self.service = build()
 
     def __serve_build_asgi_app__(self) -> Any:
-        from dfscan.scanner.serve.app import create_app
+        from .app import create_app
 
         return create_app(self.service)
 
@@ -159,7 +159,7 @@ def start(
         if options.address is not None:
             kwargs["address"] = options.address
         elif "num_cpus" not in kwargs:
-            from dfscan.scanner.runtime import available_cores
+            from ..model.runtime import available_cores
 
             kwargs["num_cpus"] = max(
                 available_cores(), round(options.replicas * options.cpus_per_replica)

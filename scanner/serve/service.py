@@ -1,9 +1,9 @@
 """What the HTTP app serves, without the web framework: the model, the limits, the key, and
 :meth:`Service.scan` (uploaded bytes → one scan row per image).
 
-Decoding is the scan's own (:func:`~dfscan.scanner.preprocess.decode_prepared` on the bytes, as
-the scan calls it on a path: the same pixels), provenance is the scan's reader on the same
-bytes, and each answer is a :class:`~dfscan.scanner.reports.Row`: the fields of a scan row,
+Decoding is the scan's own (:func:`~dfscan.scanner.model.preprocess.decode_prepared` on the bytes,
+as the scan calls it on a path: the same pixels), provenance is the scan's reader on the same
+bytes, and each answer is a :class:`~dfscan.scanner.scan.reports.Row`: the fields of a scan row,
 with the upload's ``name`` for its path.
 """
 
@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from dfscan.scanner.detector import Detector
-from dfscan.scanner.errors import DataError
-from dfscan.scanner.labels import FAKE
-from dfscan.scanner.pipeline import Scored, default_workers
-from dfscan.scanner.preprocess import decode_prepared
-from dfscan.scanner.provenance import read_provenance
-from dfscan.scanner.reports import Row
-from dfscan.scanner.serve.batcher import NO_SCORE, Batcher
-from dfscan.scanner.serve.limits import Limits, check_pixels
-from dfscan.scanner.serve.metrics import Metrics
+from ..errors import DataError
+from ..labels import FAKE
+from ..model.detector import Detector
+from ..model.preprocess import decode_prepared
+from ..provenance.read import read_provenance
+from ..scan.pipeline import Scored, default_workers
+from ..scan.reports import Row
+from .batcher import NO_SCORE, Batcher
+from .limits import Limits, check_pixels
+from .metrics import Metrics
 
 _BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 

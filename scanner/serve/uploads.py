@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from dfscan.scanner.serve.limits import Limits
-from dfscan.scanner.serve.service import Upload
+from .limits import Limits
+from .service import Upload
 
 RAW_TYPES = ("image/", "application/octet-stream")
 RAW_NAME = "image"

@@ -1,0 +1,72 @@
+"""The table of detector architectures and the decorator that fills it.
+
+Kept apart from :mod:`dfscan.train.models.registry` so the built-in backbones can register
+themselves
+without importing the module that builds detectors from them: imports point one way,
+``registry → backbones → arch_table``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dfscan.scanner.errors import ModelError
+
+from .detector import StagedBackbone
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# builder(weights) -> backbone; weights is None, "imagenet" (may download) or the path of a
+# state dict in the underlying network's own format (e.g. torchvision's resnet50-*.pth)
+BackboneBuilder = Callable[[str | None], StagedBackbone]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    build: BackboneBuilder
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    default_train_layers: tuple[str, ...] = ("layer3", "layer4")
+    description: str = ""
+    head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
+    short: str = ""  # in experiment run names (r50-spatial-…); the name itself when empty
+
+    @property
+    def short_name(self) -> str:
+        return self.short or self.name
+
+
+ARCHS: dict[str, ArchSpec] = {}
+
+
+def register_model(
+    *,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    default_train_layers: tuple[str, ...] = ("layer3", "layer4"),
+    head_hidden: int = 128,
+    short: str = "",
+) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Register ``fn`` under its own name; its docstring's first line describes it."""
+
+    def wrap(fn: BackboneBuilder) -> BackboneBuilder:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        description = doc[0] if doc else ""
+        ARCHS[fn.__name__] = ArchSpec(
+            fn.__name__, fn, mean, std, default_train_layers, description, head_hidden, short
+        )
+        return fn
+
+    return wrap
+
+
+def lookup(name: str) -> ArchSpec:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown architecture {name!r}", hint=f"available: {', '.join(sorted(ARCHS))}"
+        ) from None
