@@ -8,6 +8,7 @@ without importing the module that builds detectors from them: imports point one 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ class ArchSpec:
     description: str = ""
     head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
     short: str = ""  # in experiment run names (r50-spatial-…); the name itself when empty
+    input_size: int | None = None  # the side the backbone was pretrained at, when it has one
 
     @property
     def short_name(self) -> str:
@@ -63,10 +65,23 @@ def register_model(
     return wrap
 
 
+# ``prefix:rest`` names resolve through a library: "module:function" that takes ``rest`` and
+# returns its ArchSpec (named ``prefix:rest``), imported only when such a name is used.
+LIBRARIES = {
+    "timm": "dfscan.train.models.timm_backbones:arch_spec",
+    "open_clip": "dfscan.train.models.clip_backbones:arch_spec",
+}
+
+
 def lookup(name: str) -> ArchSpec:
-    try:
+    if name in ARCHS:
         return ARCHS[name]
-    except KeyError:
-        raise ModelError(
-            f"unknown architecture {name!r}", hint=f"available: {', '.join(sorted(ARCHS))}"
-        ) from None
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in LIBRARIES:
+        module, _, function = LIBRARIES[prefix].partition(":")
+        build: Callable[[str], ArchSpec] = getattr(importlib.import_module(module), function)
+        return build(rest)
+    raise ModelError(
+        f"unknown architecture {name!r}",
+        hint=f"available: {', '.join(sorted(ARCHS))}, or timm:<name>, open_clip:<name>[:<tag>]",
+    )
