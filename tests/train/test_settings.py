@@ -15,7 +15,6 @@ from dfscan.scanner.cli.app import app
 from dfscan.train.experiments.grid import RunSpec
 from dfscan.train.fit import loop
 from dfscan.train.fit.config import (
-    GRID_FIELDS,
     SETTINGS,
     TrainConfig,
     config_from_settings,
@@ -46,14 +45,52 @@ def test_every_field_is_a_train_option_with_the_dataclass_default() -> None:
     assert options["size"].opts == ["--size", "--crop-size"]
 
 
-def test_every_setting_is_a_grid_key_with_the_dataclass_default() -> None:
-    assert set(KEYS) == set(GRID_FIELDS) | {"recipe"}
-    assert set(SETTINGS) <= set(KEYS)
-    run_only = {f.name for f in setting_fields() if f.name not in KEYS}
-    assert run_only == {"workers", "split", "resume", "device"}  # the experiments command's
-    for f in setting_fields():
-        if f.name in KEYS:
-            assert DEFAULTS[f.name] == f.as_setting, f.name
+# one value per grid key other than its default (recipe aside: it sets many); a new setting
+# needs one here, and the test below then checks that a grid can set it
+NOT_THE_DEFAULT: dict[str, Any] = {
+    "arch": "efficientnet_v2_s",  # same default stages as resnet50: train_layers stays
+    "input": "fft",
+    "train_layers": "layer4",
+    "augment": "robust",
+    "weights": "none",
+    "size": 64,
+    "epochs": 2,
+    "batch_size": 4,
+    "lr": 0.5,
+    "max_steps": 3,
+    "preprocess": "resize",
+    "seed": 7,
+    "synth": ["esrgan-x4"],
+    "weight_decay": 0.1,
+    "keep": "last",
+    "head_fit": "lbfgs",
+    "head_l2": 2.0,
+    "target_fpr": 0.05,
+    "cv_reals": "groups",
+}
+
+
+def test_every_grid_key_reaches_its_own_training_setting_and_the_run_hash(tmp_path: Path) -> None:
+    """Set in a grid, each key changes that TrainConfig field and no other, and makes a run of
+    its own; the keys a grid does not take are the experiments command's own options."""
+    assert set(NOT_THE_DEFAULT) == set(KEYS) - {"recipe"}
+    assert {f.name for f in setting_fields()} - set(KEYS) == {
+        "workers",
+        "split",
+        "resume",
+        "device",
+    }
+
+    def run(settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        spec = RunSpec(canonical(resolve(settings), "test"))
+        cfg = spec.train_config(tmp_path, tmp_path / "o", tmp_path / "s.csv", 2, "cpu", False)
+        return spec.key, cfg.to_dict()
+
+    default_key, default = run({})
+    for key, value in NOT_THE_DEFAULT.items():
+        run_key, trained = run({key: value})
+        assert {k for k in trained if trained[k] != default[k]} == {key}, key
+        assert run_key != default_key, key
 
 
 def test_grid_defaults_build_the_dataclass_defaults(tmp_path: Path) -> None:
@@ -102,7 +139,6 @@ def test_options_override_the_recipe(tmp_path: Path, captured) -> None:
 def test_settings_added_later_keep_the_hash_of_runs_made_before_them() -> None:
     """A run that leaves head_fit/head_l2 at their defaults hashes as it did before they
     existed (its folder, and --resume, still find it); setting one makes another run."""
-    from dfscan.train.experiments.grid import RunSpec
     from dfscan.train.fit.run_settings import LATER_KEYS, hashed
 
     plain = canonical(resolve({}), "test")
@@ -111,3 +147,47 @@ def test_settings_added_later_keep_the_hash_of_runs_made_before_them() -> None:
     assert hashed(lbfgs)["head_fit"] == "lbfgs"
     assert RunSpec(plain).key != RunSpec(lbfgs).key
     assert RunSpec(plain).key == RunSpec({k: plain[k] for k in hashed(plain)}).key
+
+
+# a run's canonical settings and hash as the first grids wrote them (every key of those grids set)
+FIRST_GRID_RUN: dict[str, Any] = {
+    "arch": "resnet50",
+    "input": "fft",
+    "train_layers": "layer4",
+    "augment": True,
+    "weights": "imagenet",
+    "size": 64,
+    "epochs": 2,
+    "batch_size": 8,
+    "lr": 1,
+    "max_steps": 3,
+    "preprocess": "resize",
+    "seed": 2,
+    "synth": "esrgan-x4",
+    "weight_decay": 0,
+    "keep": "last",
+    "target_fpr": 0.05,
+    "recipe": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("later", "key"),
+    [
+        ({"head_fit": "sgd", "head_l2": None, "cv_reals": "sources"}, "580afae4"),
+        ({"head_fit": "lbfgs", "head_l2": 1, "cv_reals": "groups"}, "56cc2554"),
+    ],
+)
+def test_a_known_run_keeps_its_canonical_form_and_hash(later: dict[str, Any], key: str) -> None:
+    """The hash names a run's folder, and --resume finds finished runs by it: canonical() may be
+    rewritten, but a run it has already named must keep its form and its hash."""
+    settings = canonical(FIRST_GRID_RUN | later, "test")
+    assert settings == FIRST_GRID_RUN | later | {
+        "augment": "on",
+        "lr": 1.0,
+        "synth": ["esrgan-x4"],
+        "weight_decay": 0.0,
+        "head_l2": None if later["head_l2"] is None else 1.0,
+    }
+    assert [type(settings[k]) for k in ("lr", "weight_decay", "size")] == [float, float, int]
+    assert RunSpec(settings).key == key

@@ -8,6 +8,8 @@ format: two spellings of one configuration (``augment = true`` and ``"on"``) are
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +19,9 @@ from dfscan.scanner.model.preprocess import MODES
 
 from ..data.augment_config import AUGMENT_PRESETS
 from ..data.synth import check_nets
+from ..models.arch_table import ArchSpec
 from ..models.detector import STAGES, parse_train_layers
-from ..models.registry import INPUTS, ArchSpec, get_spec
+from ..models.registry import INPUTS, get_spec
 from .config import (
     CV_REALS,
     GRID_FIELDS,
@@ -48,32 +51,45 @@ def resolve(explicit: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical(settings: dict[str, Any], grid: str = "grid") -> dict[str, Any]:
-    """Check one run's settings and put them in canonical form (the hash depends on it)."""
+    """Check one run's settings and put them in canonical form (the hash depends on it): one
+    value per key of :data:`KEYS`, so a new TrainConfig setting is in it without a line here."""
     c = _Checker(dict(settings), grid)
     spec = c.arch()
-    c.choices()
-    c.numbers()
-    synth = c.synth()
-    s = c.s
-    return {
-        "arch": spec.name,
-        "input": s["input"],
-        "train_layers": c.train_layers(spec.default_train_layers),
-        "augment": augment_name(s["augment"]),
-        "weights": s["weights"],
-        "size": c.integer("size", 8),
-        "epochs": c.integer("epochs", 1),
-        "batch_size": c.integer("batch_size", 1),
-        "lr": float(s["lr"]),
-        "max_steps": c.integer("max_steps", 0),
-        "preprocess": s["preprocess"],
-        "seed": c.integer("seed", 0),
-        "synth": synth,
-        "weight_decay": float(s["weight_decay"]),
-        "keep": s["keep"],
-        "target_fpr": float(s["target_fpr"]),
-        "recipe": s["recipe"],
-    } | c.later_settings()
+    own_rule: dict[str, Callable[[], Any]] = {
+        "arch": lambda: spec.name,
+        "train_layers": lambda: c.train_layers(spec.default_train_layers),
+        "augment": c.augment,
+        "weights": c.weights,
+        "synth": c.synth,
+        "recipe": lambda: c.s["recipe"],
+    }
+    return {key: own_rule[key]() if key in own_rule else c.by_type(key) for key in KEYS}
+
+
+# the value rules of the settings that need more than their type
+CHOICES: dict[str, tuple[str, ...]] = {
+    "input": INPUTS,
+    "preprocess": MODES,
+    "keep": KEEP,
+    "head_fit": HEAD_FITS,
+    "cv_reals": CV_REALS,
+}
+MINIMUM = {"size": 8, "epochs": 1, "batch_size": 1}  # integer settings; the others are ≥ 0
+NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "lr": (lambda v: v > 0, "must be a positive number"),
+    "weight_decay": (lambda v: v >= 0, "must be a number ≥ 0"),
+    "target_fpr": (lambda v: 0 <= v < 1, "must be a number in [0, 1): 0 is the EER threshold"),
+    "head_l2": (lambda v: v > 0, "must be a positive number (unset: CV)"),
+}
+FIELD_TYPES = {f.name: f.type for f in setting_fields()}
+
+
+def _without_none(hint: Any) -> Any:
+    """``int | None`` → ``int``: whether None is allowed is the default's business."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
 
 
 @dataclass
@@ -92,10 +108,27 @@ class _Checker:
             raise self.fail(key, f"must be an integer ≥ {minimum}")
         return value
 
-    def number(self, key: str, ok: Callable[[float], bool], why: str) -> None:
+    def number(self, key: str, ok: Callable[[float], bool], why: str) -> float:
         value = self.s[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
             raise self.fail(key, why)
+        return float(value)
+
+    def by_type(self, key: str) -> Any:
+        """A setting whose canonical form follows from its TrainConfig type and the rules above;
+        None only where it is the default (``head_l2``: unset)."""
+        value, kind = self.s[key], _without_none(FIELD_TYPES[key])
+        if value is None and DEFAULTS[key] is None:
+            return None
+        if key in CHOICES and value not in CHOICES[key]:
+            raise self.fail(key, f"use one of {', '.join(CHOICES[key])}")
+        if kind is int:
+            return self.integer(key, MINIMUM.get(key, 0))
+        if kind is float:
+            return self.number(key, *NUMBER_RULES.get(key, (lambda v: True, "must be a number")))
+        if isinstance(kind, type) and not isinstance(value, kind):
+            raise self.fail(key, f"must be a {kind.__name__}")
+        return value
 
     def arch(self) -> ArchSpec:
         try:
@@ -103,53 +136,25 @@ class _Checker:
         except DfscanError as exc:
             raise self.fail("arch", exc.hint or exc.message) from None
 
-    def choices(self) -> None:
-        s = self.s
-        if s["input"] not in INPUTS:
-            raise self.fail("input", f"use one of {', '.join(INPUTS)}")
-        if s["preprocess"] not in MODES:
-            raise self.fail("preprocess", f"use one of {', '.join(MODES)}")
-        if not isinstance(s["augment"], bool) and s["augment"] not in AUGMENT_PRESETS:
+    def augment(self) -> str:
+        value = self.s["augment"]
+        if not isinstance(value, bool) and value not in AUGMENT_PRESETS:
             raise self.fail("augment", f"use true, false or one of {', '.join(AUGMENT_PRESETS)}")
+        return augment_name(value)
 
-    def numbers(self) -> None:
-        self.number("weight_decay", lambda v: v >= 0, "must be a number ≥ 0")
-        self.number(
-            "target_fpr",
-            lambda v: 0 <= v < 1,
-            "must be a number in [0, 1): 0 is the EER threshold",
-        )
-        if self.s["keep"] not in KEEP:
-            raise self.fail("keep", "use best or last")
-
-    def later_settings(self) -> dict[str, Any]:
-        """Settings added after the first grids ran (see :func:`hashed`)."""
-        s = self.s
-        if s["head_fit"] not in HEAD_FITS:
-            raise self.fail("head_fit", f"use one of {', '.join(HEAD_FITS)}")
-        if s["head_l2"] is not None:
-            self.number("head_l2", lambda v: v > 0, "must be a positive number (unset: CV)")
-        if s["cv_reals"] not in CV_REALS:
-            raise self.fail("cv_reals", f"use one of {', '.join(CV_REALS)}")
-        values = {
-            "head_fit": s["head_fit"],
-            "head_l2": None if s["head_l2"] is None else float(s["head_l2"]),
-            "cv_reals": s["cv_reals"],
-        }
-        return values
+    def weights(self) -> str:
+        if not isinstance(self.s["weights"], str) or not self.s["weights"]:
+            raise self.fail("weights", "use imagenet, none or a file path")
+        return self.s["weights"]
 
     def synth(self) -> list[str]:
         s = self.s
         if isinstance(s["synth"], str):
             s["synth"] = [p.strip() for p in s["synth"].split(",") if p.strip()]
         try:
-            synth = list(check_nets(s["synth"]))
+            return list(check_nets(s["synth"]))
         except DfscanError as exc:
             raise self.fail("synth", exc.hint or exc.message) from None
-        if not isinstance(s["weights"], str) or not s["weights"]:
-            raise self.fail("weights", "use imagenet, none or a file path")
-        self.number("lr", lambda v: v > 0, "must be a positive number")
-        return synth
 
     def train_layers(self, default: tuple[str, ...]) -> str:
         spec = self.s["train_layers"]
@@ -163,7 +168,14 @@ class _Checker:
         return "all" if tuple(stages) == STAGES else ",".join(stages) or "head"
 
 
-LATER_KEYS = ("head_fit", "head_l2", "cv_reals")
+# The keys the first grids hashed, frozen with the on-disk format: never add to it. A key added
+# since (any other key of KEYS) counts in the hash only where a run changes it (see hashed).
+FIRST_KEYS = (
+    *("arch", "input", "train_layers", "augment", "weights", "size", "epochs", "batch_size"),
+    *("lr", "max_steps", "preprocess", "seed", "synth", "weight_decay", "keep", "target_fpr"),
+    "recipe",
+)
+LATER_KEYS = tuple(k for k in KEYS if k not in FIRST_KEYS)
 
 
 def hashed(settings: dict[str, Any]) -> dict[str, Any]:
