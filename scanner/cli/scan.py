@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,12 +19,14 @@ from ..errors import ExitCode, exit_codes_help
 from ..formatting import num, pct
 from ..labels import REAL
 from ..scan.discovery import ROOT_GENERATOR
-from .support import console, device_option, err_console, report_errors
+from ..scan.options import Engine, RayOptions, ScanOptions
+from .options import from_field, with_field_options
+from .support import DEVICE_METAVAR, console, device_value, err_console, report_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ..scan.run import ScanOptions, ScanResult
+    from ..scan.run import ScanResult
 
 # The codes ``dfscan scan`` can end with (its help lists them, with these notes of its own).
 SCAN_EXIT_CODES = (
@@ -54,12 +55,6 @@ SCAN_HELP = (
         },
     )
 )
-
-
-class EngineChoice(str, Enum):
-    auto = "auto"
-    local = "local"
-    ray = "ray"
 
 
 class _Bar:
@@ -263,53 +258,9 @@ ModelOpt = Annotated[
         show_default=False,
     ),
 ]
-CsvOpt = Annotated[
-    Path | None, typer.Option("--csv", help="Write one row per file to this CSV (flushed).")
-]
-JsonlOpt = Annotated[
-    Path | None, typer.Option("--jsonl", help="Write one JSON object per file to this file.")
-]
 SummaryJsonOpt = Annotated[
     Path | None,
     typer.Option("--summary-json", help="Write the summary as JSON to this file ('-': to stdout)."),
-]
-HtmlOpt = Annotated[
-    Path | None,
-    typer.Option("--html", help="Write a self-contained HTML page of the scan here at the end."),
-]
-ThresholdOpt = Annotated[
-    float | None,
-    typer.Option(
-        min=0.0,
-        max=1.0,
-        help="Flag as fake when p_fake ≥ this. Default: the model's calibrated one.",
-    ),
-]
-DeviceOpt = Annotated[
-    str, device_option(help="auto: CUDA when it works, else CPU (with a warning).")
-]
-BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Images per inference batch.")]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=0,
-        help="Decoding threads (0: decode inline; default one per core); with --engine ray "
-        "the number of actors (default: the cluster's CPUs / --cpus-per-worker).",
-    ),
-]
-EngineOpt = Annotated[
-    EngineChoice,
-    typer.Option(help="local threads, or Ray Data actors; auto: ray for URI sources."),
-]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option(help="--engine ray: 'auto' or ray://HOST:PORT (default: start a local Ray)."),
-]
-CpusPerWorkerOpt = Annotated[
-    float, typer.Option(min=0.1, help="--engine ray: CPUs per actor (its ORT threads).")
-]
-GpusPerWorkerOpt = Annotated[
-    float, typer.Option(min=0.0, help="--engine ray: GPUs per actor (> 0: CUDA provider).")
 ]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue the scan in the existing --csv/--jsonl.")
@@ -324,12 +275,6 @@ NoProvenanceOpt = Annotated[
         help="Do not read what files declare about their origin (C2PA, XMP, PNG text, EXIF).",
     ),
 ]
-RetryErrorsOpt = Annotated[
-    bool,
-    typer.Option(
-        "--retry-errors", help="With --resume: scan again the files whose rows have an error."
-    ),
-]
 FailOnFakeOpt = Annotated[
     bool,
     typer.Option(
@@ -342,32 +287,31 @@ QuietOpt = Annotated[
 
 
 @report_errors
+@with_field_options
 def scan(
     folders: FoldersArg,
     model: ModelOpt = None,
-    csv: CsvOpt = None,
-    jsonl: JsonlOpt = None,
+    csv: Path | None = from_field(ScanOptions),
+    jsonl: Path | None = from_field(ScanOptions),
     summary_json: SummaryJsonOpt = None,
-    html: HtmlOpt = None,
-    threshold: ThresholdOpt = None,
-    device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 32,
-    workers: WorkersOpt = None,
-    engine: EngineOpt = EngineChoice.auto,
-    address: AddressOpt = None,
-    cpus_per_worker: CpusPerWorkerOpt = 1.0,
-    gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    html: Path | None = from_field(ScanOptions),
+    threshold: float | None = from_field(ScanOptions),
+    device: str = from_field(ScanOptions, parser=device_value, metavar=DEVICE_METAVAR),
+    batch_size: int = from_field(ScanOptions),
+    workers: int | None = from_field(ScanOptions),
+    engine: Engine = from_field(ScanOptions),
+    address: str | None = from_field(RayOptions),
+    cpus_per_worker: float = from_field(RayOptions),
+    gpus_per_worker: float = from_field(RayOptions),
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     no_provenance: NoProvenanceOpt = False,
-    retry_errors: RetryErrorsOpt = False,
+    retry_errors: bool = from_field(ScanOptions),
     fail_on_fake: FailOnFakeOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Scan folders of images and report which look generated (see SCAN_HELP)."""
     from ..model.builtin import resolve_model
-    from ..scan.engine_ray import RayOptions
-    from ..scan.run import ScanOptions
 
     _check_report_flags(resume, overwrite, retry_errors)
     options = ScanOptions(
@@ -378,12 +322,12 @@ def scan(
         threshold=threshold,
         device=device,
         batch_size=batch_size,
-        workers=None if engine == EngineChoice.ray else workers,
+        workers=None if engine == "ray" else workers,
         existing="resume" if resume else "overwrite" if overwrite else "refuse",
         retry_errors=retry_errors,
         provenance=not no_provenance,
         html=html,
-        engine=engine.value,
+        engine=engine,
         ray=RayOptions(
             address=address,
             workers=workers,

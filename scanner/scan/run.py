@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Protocol, cast
 
 from ..errors import DataError
 from ..model.builtin import file_sha256, resolve_model
 from ..model.detector import Detector
 from ..model.preprocess import IMAGE_EXTENSIONS
-from ..model.runtime import Device
 from .discovery import (
     DiscoveryStats,
     Found,
@@ -34,42 +33,12 @@ from .discovery import (
     discover,
 )
 from .html_report import ReportCollector, RunInfo, write_html
+from .options import ScanOptions
 from .reports import Row
-from .resume import Existing, OpenedReports, check_reports, open_reports
+from .resume import OpenedReports, check_reports, open_reports
 from .sources import check_uri, discover_uri, is_uri
 from .stream import local_stream
 from .tallies import Tallies
-
-if TYPE_CHECKING:
-    from .engine_ray import RayOptions
-
-
-Engine = Literal["auto", "local", "ray"]
-
-
-@dataclass
-class ScanOptions:
-    folders: Sequence[Path | str]  # local folders/files, or fsspec URIs (s3://…) with ray
-    model: Path | str | None  # None: the built-in detector; str paths become Paths
-    csv: Path | str | None = None
-    jsonl: Path | str | None = None
-    threshold: float | None = None  # None: the model's calibrated threshold
-    device: Device | str = "auto"  # auto, cpu, cuda or cuda:N (runtime.parse_device)
-    batch_size: int = 32
-    workers: int | None = None  # decoding threads; None: one per core; 0: decode inline
-    existing: Existing = "refuse"  # what to do with report files that already exist
-    retry_errors: bool = False  # with resume: scan again the files whose rows have an error
-    provenance: bool = True  # read what files declare about their origin (C2PA, XMP, PNG, EXIF)
-    html: Path | str | None = None  # write a self-contained HTML page at the end
-    engine: Engine = "auto"  # auto: local, or ray when a source is a URI
-    ray: RayOptions | None = None  # --engine ray settings (workers, address, resources)
-
-    def __post_init__(self) -> None:
-        self.model = None if self.model is None else Path(self.model)
-        for name in ("csv", "jsonl", "html"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, Path(value))
 
 
 def _path(value: Path | str | None) -> Path | None:
@@ -315,8 +284,8 @@ def _stream_into(
             todo, plan.detector, options.batch_size, options.workers, options.provenance
         )
     try:
-        for scored, cells in stream:
-            row = Row.from_scored(scored, threshold, model_sha256, *cells)
+        for scored in stream:
+            row = Row.from_scored(scored, threshold, model_sha256)
             reports.write(row)
             count(row)
             result.scanned += 1
@@ -339,7 +308,8 @@ def _start_ray(options: ScanOptions) -> Any:
     """The Ray engine (started or joined): the same rows, scored by an actor pool."""
     from dataclasses import replace
 
-    from .engine_ray import RayEngine, RayOptions
+    from .engine_ray import RayEngine
+    from .options import RayOptions
 
     settings = replace(
         options.ray or RayOptions(), batch_size=options.batch_size, provenance=options.provenance
