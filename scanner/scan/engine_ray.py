@@ -3,58 +3,90 @@
 The driver lists the sources (streamed), skips what the reports already hold, and hands the
 files to Ray Data in chunks of :data:`CHUNK` paths; ``map_batches`` runs :class:`ScoreActor`
 over an actor pool (``compute=ActorPoolStrategy(size=workers)``), each actor holding one ONNX
-Runtime session. Actors read the bytes themselves (a local path or an fsspec URI), decode and
-prepare them with the same :mod:`dfscan.scanner.model.preprocess` code as the local engine, read the
-provenance hints from the same bytes, and send back small result records (never pixels). The
-driver turns them into the same :class:`~dfscan.scanner.scan.reports.Row` and writes them with the
-same report writers as they stream in, so ``--resume`` works the same and an interrupted scan
-keeps every row written.
+Runtime session. Actors read the bytes themselves (a local path or an fsspec URI) and run the
+local engine's own core on them (:mod:`.core`: decode, provenance, batched scoring), then send
+back each file's :class:`~dfscan.scanner.scan.core.Scored` as a record keyed by its fields
+(never pixels). The driver turns them into the same :class:`~dfscan.scanner.scan.reports.Row`
+and writes them with the same report writers as they stream in, so ``--resume`` works the same
+and an interrupted scan keeps every row written.
 
 Rows come back in completion order, not discovery order (reports are keyed by path). A file
-that fails is an error row; a failure of the engine itself stops the scan.
+that is not a usable image is an error row, as in the local engine; any other exception in an
+actor (a bug, a model or device the actor cannot load) is sent back and raised again on the
+driver as itself, so it stops the scan exactly as it stops a local one: a bug exits 70, a
+``DfscanError`` with its own code and message.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
+import pickle
 import tempfile
+import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict
 from itertools import islice
 from typing import Any
 
 from ..errors import DataError
+from .core import Scored, read_and_decode, score_batch
 from .discovery import Found
-from .pipeline import Scored
+from .options import RayOptions  # (declared there with its defaults and help)
 from .sources import require
 
 CHUNK = 4096  # paths per Ray Data dataset: bounds the driver's memory, amortises start-up
+_FAILURE = "failure"  # the key of the record an actor sends back instead of a batch's rows
 
 
-@dataclass
-class RayOptions:
-    address: str | None = None  # None: start a local Ray on this machine; "auto"; ray://…
-    workers: int | None = None  # actors, each with one ORT session; None: the CPUs / per worker
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    batch_size: int = 32
-    provenance: bool = True
+def _failure_record(exc: BaseException) -> str:
+    """What stopped an actor, for the driver to raise again: the exception itself (pickled,
+    as Ray sends everything) and its traceback as text (tracebacks do not pickle)."""
+    try:
+        payload = pickle.dumps(exc).hex()
+    except Exception:  # an exception holding something unpicklable: its type and message
+        payload = None
+    return json.dumps(
+        {
+            _FAILURE: payload,
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+        }
+    )
 
 
-def _record(
-    path: str, generator: str, p: float | None, info: tuple, error: str | None, cells: tuple
-) -> str:
-    width, height, fmt, animated = info
-    return json.dumps([path, generator, p, width, height, fmt, animated, error, *cells])
+def _raise_failure(record: dict[str, Any]) -> None:
+    """Raise the exception an actor sent back, with its traceback as a note (``--debug``)."""
+    exc: BaseException
+    try:
+        exc = pickle.loads(bytes.fromhex(record[_FAILURE]))
+    except Exception:  # not sent, or its class cannot be rebuilt here
+        exc = RuntimeError(f"{record['type']}: {record['message']}")
+    if hasattr(exc, "add_note"):  # Python 3.11+
+        exc.add_note("raised in a Ray actor:\n" + record["traceback"].rstrip())
+    raise exc
 
 
 class ScoreActor:
-    """One ORT session per actor; decodes, scores and reads provenance for a batch of files."""
+    """One ORT session per actor; decodes, scores and reads provenance for a batch of files.
+
+    No exception is left to Ray: it would wrap it in its own (losing the type the CLI reads the
+    exit code from), or restart an actor whose constructor failed. It goes back as a failure
+    record instead, and the driver raises it.
+    """
 
     def __init__(self, model: bytes, device: str, threads: int, provenance: bool) -> None:
+        self.provenance = provenance
+        self.failure: Exception | None = None
+        try:
+            self.detector = self._load(model, device, threads)
+        except Exception as exc:  # reported with the first batch, as the driver expects
+            self.failure = exc
+
+    @staticmethod
+    def _load(model: Any, device: str, threads: int) -> Any:
         from ..model.detector import Detector
 
         if not isinstance(model, bytes):  # an ObjectRef, when Ray hands it over unresolved
@@ -65,58 +97,29 @@ class ScoreActor:
         with os.fdopen(fd, "wb") as f:
             f.write(model)
         try:
-            self.detector = Detector.from_onnx(name, device, threads=threads)
+            return Detector.from_onnx(name, device, threads=threads)
         finally:
             os.unlink(name)
-        self.provenance = provenance
-
-    def _decode(self, path: str, problem: str | None) -> tuple[Any, tuple, str | None, tuple]:
-        """(pixels or None, (width, height, format, animated), error, provenance cells)."""
-        from ..model.preprocess import decode_prepared
-        from ..provenance.read import read_provenance
-        from .sources import read_bytes
-
-        none = (None, None, None, False)
-        if problem is not None:
-            return None, none, problem, (None, None)
-        try:
-            data = read_bytes(path)
-        except OSError as exc:
-            return None, none, f"cannot read file: {exc.strerror or exc}", (None, None)
-        cells: tuple = (None, None)
-        if self.provenance:
-            prov = read_provenance(io.BytesIO(data))
-            cells = (prov.label, prov.detail_json())
-        cfg = self.detector.meta.preprocess
-        try:
-            pixels, info = decode_prepared(data, cfg)
-        except DataError as exc:
-            return None, none, exc.message, cells
-        except Exception as exc:  # Pillow raises odd types (struct.error, IndexError) on bad files
-            return None, none, f"not a readable image: {type(exc).__name__}: {exc}", cells
-        return pixels, (info.width, info.height, info.format, info.animated), None, cells
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        import numpy as np
-
-        items = [json.loads(str(x)) for x in batch["item"]]
-        decoded = [self._decode(path, problem) for path, _, problem in items]
-        images = [d[0] for d in decoded if d[0] is not None]
-        scores = iter(self.detector.run(images) if images else ())
-        out = []
-        for (path, generator, _), (pixels, info, error, cells) in zip(items, decoded, strict=True):
-            p = None
-            if pixels is not None:
-                p = float(next(scores))
-                if not np.isfinite(p):
-                    p, error = None, "the model returned no valid score (NaN)"
-            out.append(_record(path, generator, p, info, error, cells))
-        return {"result": out}
+        try:
+            if self.failure is not None:
+                raise self.failure
+            files = [Found(**json.loads(str(item))) for item in batch["item"]]
+            cfg = self.detector.meta.preprocess
+            decoded = [read_and_decode(found, cfg, self.provenance) for found in files]
+            scored = score_batch(decoded, self.detector)
+            return {"record": [json.dumps(s.to_record()) for s in scored]}
+        except Exception as exc:
+            return {"record": [_failure_record(exc)]}
 
 
-def _scored(record: str) -> tuple[Scored, tuple[str | None, str | None]]:
-    path, generator, p, width, height, fmt, animated, error, label, detail = json.loads(record)
-    return Scored(path, generator, p, width, height, fmt, bool(animated), error), (label, detail)
+def _scored(text: str) -> Scored:
+    """One record from an actor: a file's outcome, or the failure that stops the scan."""
+    record = json.loads(text)
+    if _FAILURE in record:
+        _raise_failure(record)
+    return Scored.from_record(record)
 
 
 class RayEngine:
@@ -157,9 +160,7 @@ class RayEngine:
         self.options = options
         self.model_ref = ray.put(model)
 
-    def score(
-        self, files: Iterable[Found]
-    ) -> Iterator[tuple[Scored, tuple[str | None, str | None]]]:
+    def score(self, files: Iterable[Found]) -> Iterator[Scored]:
         import ray
 
         o = self.options
@@ -170,7 +171,7 @@ class RayEngine:
             chunk = list(islice(it, CHUNK))
             if not chunk:
                 return
-            items = [{"item": json.dumps([f.path, f.generator, f.problem])} for f in chunk]
+            items = [{"item": json.dumps(asdict(found))} for found in chunk]
             ds = ray.data.from_items(items).map_batches(
                 ScoreActor,
                 fn_constructor_args=(self.model_ref, device, threads, o.provenance),
@@ -181,7 +182,7 @@ class RayEngine:
                 num_gpus=o.gpus_per_worker or None,
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for record in batch["result"]:
+                for record in batch["record"]:
                     yield _scored(str(record))
 
     def close(self) -> None:

@@ -6,7 +6,9 @@ at most ``prefetch`` files is in flight: while the model scores one batch, the p
 next ones, and discovery is only asked for more when a slot frees. Memory is bounded by that
 window (prepared crops, not full images), whatever the number of files.
 
-Results come out in discovery order, one per file: a score, or the reason it has none.
+Results come out in discovery order, one per file: a score, or the reason it has none. What
+happens to one file and one batch (and which errors stop the scan) is :mod:`.core`'s, the same
+functions the Ray actors run; this module only schedules them.
 """
 
 from __future__ import annotations
@@ -14,60 +16,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
-import numpy as np
-
-from ..errors import DataError
 from ..model.detector import Detector
-from ..model.preprocess import PreprocessConfig, decode_prepared
+from ..model.preprocess import PreprocessConfig
 from ..model.runtime import available_cores
+from .core import Decoded, Scored, decode, score_batch
 from .discovery import Found
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """One file after decoding: the model input, or why there is none."""
-
-    found: Found
-    pixels: np.ndarray | None = None  # (S, S, 3) uint8
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    animated: bool = False
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """One file's outcome: p_fake, or an error; never both."""
-
-    path: str
-    generator: str
-    p_fake: float | None
-    width: int | None
-    height: int | None
-    format: str | None
-    animated: bool
-    error: str | None
-
-
-def decode(found: Found, cfg: PreprocessConfig) -> Decoded:
-    """Decode and prepare one file; a file that is not a usable image becomes ``error``.
-
-    In crop mode only the region the crop reads is decoded where that is possible
-    (:func:`decode_prepared`: the same pixels). Only :class:`DataError` is the image's own
-    fault: :func:`decode_rgb` turns what Pillow's decoders raise on broken, truncated or
-    unsupported files into one. Anything else (a TypeError in preparing the crop, say) is a bug
-    in dfscan and stops the scan instead of hiding in thousands of error rows.
-    """
-    if found.problem is not None:
-        return Decoded(found, error=found.problem)
-    try:
-        pixels, info = decode_prepared(found.path, cfg)
-    except DataError as exc:
-        return Decoded(found, error=exc.message)
-    return Decoded(found, pixels, info.width, info.height, info.format, info.animated)
 
 
 def default_workers() -> int:
@@ -95,21 +49,6 @@ def decode_ahead(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finish(pending: list[Decoded], detector: Detector) -> list[Scored]:
-    images = [d.pixels for d in pending if d.pixels is not None]
-    scores = iter(detector.run(images) if images else ())
-    out = []
-    for d in pending:
-        p, error = None, d.error
-        if d.pixels is not None:
-            p = float(next(scores))
-            if not np.isfinite(p):
-                p, error = None, "the model returned no valid score (NaN)"
-        f = d.found
-        out.append(Scored(f.path, f.generator, p, d.width, d.height, d.format, d.animated, error))
-    return out
-
-
 def score(
     files: Iterable[Found],
     detector: Detector,
@@ -130,7 +69,7 @@ def score(
         pending.append(decoded)
         n_images += decoded.pixels is not None
         if n_images >= batch_size or len(pending) >= 4 * batch_size:
-            yield from _finish(pending, detector)
+            yield from score_batch(pending, detector)
             pending, n_images = [], 0
     if pending:
-        yield from _finish(pending, detector)
+        yield from score_batch(pending, detector)

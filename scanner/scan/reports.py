@@ -20,13 +20,13 @@ import csv
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
 
 from ..errors import DataError
 from ..labels import FAKE, REAL
-from .pipeline import Scored
+from .core import Scored
 
 T = TypeVar("T")
 _ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
@@ -43,7 +43,8 @@ class Row:
     """One line of a report: a file's score and verdict, or the error that kept it from one.
 
     This is the one definition of the report format (CSV header, JSONL keys, column order):
-    every engine and every reader goes through it.
+    every engine and every reader goes through it. Columns are written and parsed by name
+    (:data:`COLUMNS`), so a new field here is a new column of both reports.
     """
 
     path: str
@@ -56,91 +57,50 @@ class Row:
     height: int | None
     format: str | None
     error: str | None
-    provenance: str | None = None  # what the file declares about itself (see provenance.py)
+    provenance: str | None = None  # what the file declares about itself (see provenance/)
     provenance_detail: str | None = None  # compact JSON, size-capped
 
     @classmethod
-    def from_scored(
-        cls,
-        s: Scored,
-        threshold: float,
-        model_sha256: str,
-        provenance: str | None = None,
-        provenance_detail: str | None = None,
-    ) -> Row:
+    def from_scored(cls, s: Scored, threshold: float, model_sha256: str) -> Row:
+        """The row of one file's outcome: the scan adds the verdict and the model; every other
+        column is the :class:`Scored` field of the same name."""
         verdict = None if s.p_fake is None else (FAKE if s.p_fake >= threshold else REAL)
-        return cls(
-            s.path,
-            s.generator,
-            s.p_fake,
-            verdict,
-            threshold,
-            model_sha256,
-            s.width,
-            s.height,
-            s.format,
-            s.error,
-            provenance,
-            provenance_detail,
-        )
+        decided: dict[str, Any] = {
+            "verdict": verdict,
+            "threshold": threshold,
+            "model_sha256": model_sha256,
+        }
+        outcome = {name: getattr(s, name) for name in COLUMNS if name not in decided}
+        return cls(**decided, **outcome)
+
+    def cells(self) -> dict[str, Any]:
+        """The columns by name, in order, as the row holds them."""
+        return {name: getattr(self, name) for name in COLUMNS}
 
     def to_record(self) -> dict[str, object]:
         """JSON-ready values; p_fake rounded as in the CSV so both files say the same.
 
         ``provenance_detail`` is embedded as a JSON object (it is one, serialised compactly).
         """
-        record = dict(zip(COLUMNS, astuple(self), strict=True))
+        record = self.cells()
         record["p_fake"] = None if self.p_fake is None else round(self.p_fake, 6)
         if self.provenance_detail is not None:
             record["provenance_detail"] = json.loads(self.provenance_detail)
         return record
 
     def to_csv(self) -> list[str]:
-        p = "" if self.p_fake is None else f"{self.p_fake:.6f}"
-        t = repr(float(self.threshold))
-        rest = (
-            self.verdict,
-            t,
-            self.model_sha256,
-            self.width,
-            self.height,
-            self.format,
-            self.error,
-            self.provenance,
-            self.provenance_detail,
-        )
-        return [self.path, self.generator, p, *("" if v is None else str(v) for v in rest)]
+        """The CSV cells: p_fake to 6 decimals, the threshold exactly (``repr``), None empty."""
+        cells = self.cells()
+        cells["p_fake"] = None if self.p_fake is None else f"{self.p_fake:.6f}"
+        cells["threshold"] = repr(float(self.threshold))
+        return ["" if v is None else str(v) for v in cells.values()]
 
     @classmethod
     def from_record(cls, r: dict[str, object]) -> Row:
         """Parse a CSV or JSONL record; ValueError (or TypeError) when it is not a row."""
         if set(r) != set(COLUMNS):
             raise ValueError("columns differ")
-        verdict = _optional(r["verdict"], str)
-        if verdict not in (FAKE, REAL, None):
-            raise ValueError(f"verdict {verdict!r}")
-        sha = str(r["model_sha256"])
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-            raise ValueError(f"model_sha256 {sha!r}")
-        detail = r["provenance_detail"]
-        if isinstance(detail, (dict, list)):
-            detail = compact_json(detail)
-        elif detail not in ("", None):
-            json.loads(str(detail))  # must be JSON
-        return cls(
-            path=str(r["path"]),
-            generator=str(r["generator"]),
-            p_fake=_optional(r["p_fake"], float),
-            verdict=verdict,
-            threshold=float(r["threshold"]),  # type: ignore[arg-type]  # CSV text or JSON number
-            model_sha256=sha,
-            width=_optional(r["width"], int),
-            height=_optional(r["height"], int),
-            format=_optional(r["format"], str),
-            error=_optional(r["error"], str),
-            provenance=_optional(r["provenance"], str),
-            provenance_detail=_optional(detail, str),
-        )
+        return cls(**{name: _PARSE[name](r[name]) for name in COLUMNS})
 
 
 COLUMNS = tuple(f.name for f in fields(Row))  # the report format, in order
@@ -167,6 +127,56 @@ def _legacy(path: Path) -> DataError:
 def _optional(value: object, kind: Callable[[Any], T]) -> T | None:
     """An empty CSV cell or a JSON null is None; anything else must parse as ``kind``."""
     return None if value in ("", None) else kind(value)
+
+
+def _verdict(value: object) -> str | None:
+    verdict = _optional(value, str)
+    if verdict not in (FAKE, REAL, None):
+        raise ValueError(f"verdict {verdict!r}")
+    return verdict
+
+
+def _sha256(value: object) -> str:
+    sha = str(value)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"model_sha256 {sha!r}")
+    return sha
+
+
+def _threshold(value: object) -> float:
+    if not isinstance(value, (str, int, float)):  # CSV text or a JSON number
+        raise TypeError(f"threshold {value!r}")
+    return float(value)
+
+
+def _detail(value: object) -> str | None:
+    """``provenance_detail``: a JSON object (JSONL) or its compact text (CSV)."""
+    if isinstance(value, (dict, list)):
+        return compact_json(value)
+    if value not in ("", None):
+        json.loads(str(value))  # must be JSON
+    return _optional(value, str)
+
+
+def _optional_of(kind: Callable[[Any], T]) -> Callable[[object], T | None]:
+    return lambda value: _optional(value, kind)
+
+
+# How each column is read back from a CSV cell or a JSON value (Row.from_record)
+_PARSE: dict[str, Callable[[object], Any]] = {
+    "path": str,
+    "generator": str,
+    "p_fake": _optional_of(float),
+    "verdict": _verdict,
+    "threshold": _threshold,
+    "model_sha256": _sha256,
+    "width": _optional_of(int),
+    "height": _optional_of(int),
+    "format": _optional_of(str),
+    "error": _optional_of(str),
+    "provenance": _optional_of(str),
+    "provenance_detail": _detail,
+}
 
 
 class ReportWriter(Protocol):

@@ -1,5 +1,5 @@
-"""The local engine's stream of results: scores from the decoding pool and batched ORT, and
-beside them the provenance cells, read on a small thread pool of their own in the same order
+"""The local engine's stream of outcomes: scores from the decoding pool and batched ORT, and
+the provenance cells read beside them on a small thread pool of their own, in the same order
 (they fill two columns and never touch a score)."""
 
 from __future__ import annotations
@@ -7,22 +7,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import cast
 
 from ..model.detector import Detector
-from ..provenance.read import read_provenance
+from .core import ProvenanceCells, Scored, provenance_cells
 from .discovery import Found
-from .pipeline import Scored, default_workers, score
-
-ProvenanceCells = tuple[str | None, str | None]
+from .pipeline import default_workers, score
 
 
-def provenance_cells(found: Found) -> ProvenanceCells:
-    """The ``provenance`` and ``provenance_detail`` cells of one file."""
-    if found.problem is not None:
-        return None, None
-    prov = read_provenance(found.path)
-    return prov.label, prov.detail_json()
+def _file_provenance(found: Found) -> ProvenanceCells:
+    """The provenance cells of one found file (none for a file known to be unreadable)."""
+    return (None, None) if found.problem is not None else provenance_cells(found.path)
 
 
 class _ProvenanceAhead:
@@ -39,21 +35,21 @@ class _ProvenanceAhead:
     def feed(self, files: Iterable[Found]) -> Iterator[Found]:
         for found in files:
             if self.pool is not None:
-                self.window.append(self.pool.submit(provenance_cells, found))
+                self.window.append(self.pool.submit(_file_provenance, found))
             else:
                 self.window.append(found)
             yield found
 
     def take(self) -> ProvenanceCells:
         item = self.window.popleft()
-        return item.result() if isinstance(item, Future) else provenance_cells(item)
+        return item.result() if isinstance(item, Future) else _file_provenance(item)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-Stream = Iterator[tuple[Scored, ProvenanceCells]]
+Stream = Iterator[Scored]
 
 
 def local_stream(
@@ -73,7 +69,11 @@ def local_stream(
 
     def stream() -> Stream:
         for scored in scored_files:
-            yield scored, ahead.take() if ahead is not None else (None, None)
+            if ahead is None:
+                yield scored
+            else:
+                label, detail = ahead.take()
+                yield replace(scored, provenance=label, provenance_detail=detail)
 
     def close() -> None:
         scored_files.close()

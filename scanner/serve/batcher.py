@@ -28,8 +28,6 @@ from ..errors import first_line
 from ..model.detector import Detector
 from .metrics import Metrics
 
-NO_SCORE = "the model returned no valid score (NaN)"  # the scan's words for the same case
-
 
 class InferenceFailed(Exception):
     """ONNX Runtime failed on a batch: the server's fault, not the images'."""

@@ -1,36 +1,31 @@
 """What the HTTP app serves, without the web framework: the model, the limits, the key, and
 :meth:`Service.scan` (uploaded bytes → one scan row per image).
 
-Decoding is the scan's own (:func:`~dfscan.scanner.model.preprocess.decode_prepared` on the bytes,
-as the scan calls it on a path: the same pixels), provenance is the scan's reader on the same
-bytes, and each answer is a :class:`~dfscan.scanner.scan.reports.Row`: the fields of a scan row,
-with the upload's ``name`` for its path.
+Decoding, the NaN rule and the rows are the scan's own core (:mod:`dfscan.scanner.scan.core`:
+:func:`~dfscan.scanner.scan.core.decode` on the bytes, as the Ray actors call it: the same pixels
+and the same messages, naming the upload), provenance is the scan's reader on the same bytes,
+and each answer is a :class:`~dfscan.scanner.scan.reports.Row`: the fields of a scan row, with
+the upload's ``name`` for its path.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..errors import DataError
 from ..labels import FAKE
 from ..model.detector import Detector
-from ..model.preprocess import decode_prepared
-from ..provenance.read import read_provenance
-from ..scan.pipeline import Scored, default_workers
+from ..scan.core import Decoded, decode, naming_the_file, outcome, provenance_cells
+from ..scan.discovery import Found
+from ..scan.pipeline import default_workers
 from ..scan.reports import Row
-from .batcher import NO_SCORE, Batcher
+from .batcher import Batcher
 from .limits import Limits, check_pixels
 from .metrics import Metrics
-
-_BUFFER = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -39,17 +34,6 @@ class Upload:
 
     name: str
     data: bytes
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    pixels: np.ndarray | None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    animated: bool = False
-    error: str | None = None
-    provenance: tuple[str | None, str | None] = (None, None)
 
 
 def _record(row: Row) -> dict[str, Any]:
@@ -102,48 +86,42 @@ class Service:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def decode(self, data: bytes) -> _Decoded:
+    def decode(self, upload: Upload) -> Decoded:
         """Header check, decode and crop, provenance: one upload, on a decoding thread.
 
-        As in a scan, only DataError is the image's fault; but a server answers every upload,
-        so anything else Pillow raises on hostile bytes is an error result too (the Ray
-        engine's rule), never a failed request.
+        The scan's core decides what is the image's fault (a DataError: an error result). Where
+        a scan stops on anything else, a server answers every upload: an exception the core
+        lets through on hostile bytes is this upload's error result, never a failed request.
         """
-        cells: tuple[str | None, str | None] = (None, None)
-        if self.provenance:
-            prov = read_provenance(io.BytesIO(data))
-            cells = (prov.label, prov.detail_json())
+        found = Found(upload.name, "")
         try:
-            check_pixels(data, self.limits.max_pixels)
-            pixels, info = decode_prepared(data, self.detector.meta.preprocess)
+            check_pixels(upload.data, self.limits.max_pixels)
+            decoded = decode(found, self.detector.meta.preprocess, upload.data)
         except DataError as exc:
-            return _Decoded(None, error=exc.message, provenance=cells)
+            decoded = Decoded(found, error=exc.message)
         except Exception as exc:
-            return _Decoded(
-                None, error=f"not a readable image: {type(exc).__name__}: {exc}", provenance=cells
-            )
-        return _Decoded(pixels, info.width, info.height, info.format, info.animated, None, cells)
+            message = f"not a readable image: {type(exc).__name__}: {exc}"
+            decoded = Decoded(found, error=naming_the_file(message, upload.name))
+        if not self.provenance:
+            return decoded
+        label, detail = provenance_cells(upload.data)
+        return replace(decoded, provenance=label, provenance_detail=detail)
 
     async def _one(self, upload: Upload, threshold: float) -> dict[str, Any]:
         submitted = False
         try:
             loop = asyncio.get_running_loop()
-            d = await loop.run_in_executor(self.pool, self.decode, upload.data)
-            p, error = None, d.error
+            d = await loop.run_in_executor(self.pool, self.decode, upload)
+            p: float | None = None
             if d.pixels is not None:
                 submitted = True
                 p = await self.batcher.score(d.pixels)
-                if not np.isfinite(p):
-                    p, error = None, NO_SCORE
         finally:
             if not submitted:
                 self.batcher.skip(1)
             self.batcher.release(1)
-        if error is not None:  # Pillow names its buffer where a scan's message names the file
-            error = _BUFFER.sub(repr(upload.name), error)
-        scored = Scored(upload.name, "", p, d.width, d.height, d.format, d.animated, error)
-        row = Row.from_scored(scored, threshold, self.model_sha256, *d.provenance)
-        self.metrics.images.inc(1, "error" if p is None else "scored")
+        row = Row.from_scored(outcome(d, p), threshold, self.model_sha256)
+        self.metrics.images.inc(1, "error" if row.p_fake is None else "scored")
         if row.verdict == FAKE:
             self.metrics.flagged.inc()
         return _record(row)

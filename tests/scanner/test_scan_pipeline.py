@@ -144,7 +144,7 @@ def test_a_bug_is_not_an_error_row_it_stops_the_scan(
     def broken_prepare(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr("dfscan.scanner.scan.pipeline.decode_prepared", broken_prepare)
+    monkeypatch.setattr("dfscan.scanner.scan.core.decode_prepared", broken_prepare)
     with pytest.raises(type(exc)):
         decode(Found(str(paths[0]), "g"), PreprocessConfig(size=16))
     for workers in (0, 2):  # inline, and from the decoding pool's threads

@@ -132,7 +132,7 @@ def test_a_bug_while_decoding_stops_the_scan_with_one_line(
         raise TypeError("unsupported operand type(s)")
 
     with monkeypatch.context() as patch:
-        patch.setattr("dfscan.scanner.scan.pipeline.decode_prepared", bug)
+        patch.setattr("dfscan.scanner.scan.core.decode_prepared", bug)
         assert _run_main(monkeypatch, *args, "--csv", str(tmp_path / "bug.csv")) == EXIT_BUG
         err = capsys.readouterr().err
         assert "internal error (a bug): TypeError: unsupported operand" in err
