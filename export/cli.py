@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.markup import escape
 
+from dfscan.scanner.cli.options import from_field, with_field_options
 from dfscan.scanner.cli.support import console, err_console, report_errors
-from dfscan.scanner.errors import ExitCode
+
+from .settings import ExportSettings, stage_list
 
 if TYPE_CHECKING:
     from .exporter import ExportResult
+    from .settings import InputDType
 
 
 def register(app: typer.Typer) -> None:
@@ -29,58 +32,22 @@ OnnxOpt = Annotated[Path, typer.Option("--onnx", help="Where to write the .onnx 
 TorchscriptOpt = Annotated[
     Path | None, typer.Option("--torchscript", help="Also write a TorchScript file (fp32).")
 ]
-PrecisionOpt = Annotated[
-    str, typer.Option(help="fp32, fp16 (GPU) or int8 (static, needs --calibration).")
-]
-CalibrationOpt = Annotated[
-    Path | None, typer.Option(help="Folder of real photos for int8 activation ranges.")
-]
-Int8FloatStagesOpt = Annotated[
-    str,
-    typer.Option(
-        help="int8: backbone stages kept in float (comma list, or 'none'); the early "
-        "full-resolution stages carry the pixel-level traces. A stage that matches no "
-        "node of the graph is an error."
-    ),
-]
-InputDtypeOpt = Annotated[
-    str, typer.Option(help="Graph input: uint8 (0-255, default) or float32 (0-1).")
-]
-CheckOpt = Annotated[
-    bool,
-    typer.Option(
-        "--check", help="Compare eager, TorchScript and ONNX Runtime; fail on fp32 mismatch."
-    ),
-]
-CheckImagesOpt = Annotated[
-    Path | None,
-    typer.Option(
-        help="Images for --check (a dataset folder adds AP/AUC); default: bundled photos."
-    ),
-]
-CheckLimitOpt = Annotated[int, typer.Option(help="At most this many check images.")]
-ApToleranceOpt = Annotated[
-    float,
-    typer.Option(
-        help="--check on labelled images: the AP an fp16/int8 graph may lose against the "
-        f"fp32 model before the check fails (exit {ExitCode.PARITY.value})."
-    ),
-]
 
 
 @report_errors
+@with_field_options
 def export(
     checkpoint: CheckpointArg,
     onnx: OnnxOpt,
     torchscript: TorchscriptOpt = None,
-    precision: PrecisionOpt = "fp32",
-    calibration: CalibrationOpt = None,
-    int8_float_stages: Int8FloatStagesOpt = "stem,layer1",
-    input_dtype: InputDtypeOpt = "uint8",
-    check: CheckOpt = False,
-    check_images: CheckImagesOpt = None,
-    check_limit: CheckLimitOpt = 64,
-    ap_tolerance: ApToleranceOpt = 0.01,
+    precision: str = from_field(ExportSettings),
+    calibration: Path | None = from_field(ExportSettings),
+    int8_float_stages: str = from_field(ExportSettings),
+    input_dtype: str = from_field(ExportSettings),
+    check: bool = from_field(ExportSettings),
+    check_images: Path | None = from_field(ExportSettings),
+    check_limit: int = from_field(ExportSettings),
+    ap_tolerance: float = from_field(ExportSettings),
 ) -> None:
     """Export a checkpoint to ONNX (and TorchScript) with the preprocessing maths and metadata."""
     from .exporter import export_checkpoint
@@ -91,7 +58,7 @@ def export(
         torchscript_path=torchscript,
         precision=precision,
         calibration=calibration,
-        input_dtype=input_dtype,  # type: ignore[arg-type]
+        input_dtype=cast("InputDType", input_dtype),  # export_checkpoint checks the value
         check=check,
         check_images=check_images,
         check_limit=check_limit,
@@ -101,11 +68,6 @@ def export(
     print_export(result)
     result.raise_for_parity()
     console.print(f"done in {result.seconds:.1f} s")
-
-
-def stage_list(option: str) -> tuple[str, ...]:
-    """``--int8-float-stages``: a comma list; ``none`` (or nothing) keeps no stage in float."""
-    return tuple(p.strip() for p in option.split(",") if p.strip() not in ("", "none"))
 
 
 def print_export(result: ExportResult) -> None:

@@ -22,8 +22,9 @@ from .onnx_writer import (
     forbid_dft,
     save_onnx,
 )
-from .parity import AP_TOLERANCE, ParityError, ParityReport, check_parity
-from .precision import INT8_FLOAT_STAGES, MatchedThreshold
+from .parity import ParityError, ParityReport, check_parity
+from .precision import MatchedThreshold
+from .settings import DEFAULTS
 
 if TYPE_CHECKING:
     import onnx
@@ -68,17 +69,18 @@ def export_checkpoint(
     checkpoint: str | Path,
     onnx_path: str | Path,
     torchscript_path: str | Path | None = None,
-    precision: str = "fp32",
-    calibration: str | Path | None = None,
-    input_dtype: InputDType = "uint8",
-    check: bool = False,
-    check_images: str | Path | None = None,
-    check_limit: int = 64,
-    calibration_limit: int = 128,
-    int8_float_stages: tuple[str, ...] = INT8_FLOAT_STAGES,
-    ap_tolerance: float = AP_TOLERANCE,
+    precision: str = DEFAULTS.precision,
+    calibration: str | Path | None = DEFAULTS.calibration,
+    input_dtype: InputDType = DEFAULTS.input_dtype,
+    check: bool = DEFAULTS.check,
+    check_images: str | Path | None = DEFAULTS.check_images,
+    check_limit: int = DEFAULTS.check_limit,
+    calibration_limit: int = DEFAULTS.calibration_limit,
+    int8_float_stages: tuple[str, ...] = DEFAULTS.int8_float_stages,
+    ap_tolerance: float = DEFAULTS.ap_tolerance,
 ) -> ExportResult:
-    """Write the ONNX graph (and TorchScript), optionally checked against the trained model.
+    """Write the ONNX graph (and TorchScript), optionally checked against the trained model
+    (the defaults: :class:`~dfscan.export.settings.ExportSettings`).
 
     int8 graphs get their own threshold: the one at which they flag the same share of the
     calibration reals as the fp32 graph flags at the checkpoint's threshold (int8 shifts the

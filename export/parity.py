@@ -26,12 +26,12 @@ from dfscan.scanner.model.runtime import CPU, load_session, open_session
 
 from .check_images import ImageSet
 from .graph_module import InputDType
+from .settings import AP_TOLERANCE
 
 FP32_TOLERANCE = 1e-4
 SATURATION_FREE_WEIGHT = 64
 """|int8 weight| up to which VPMADDUBSW's int16 pair sums cannot saturate (2·255·64 < 32,767):
 graphs within it score the same on every x86 CPU, with or without VNNI."""
-AP_TOLERANCE = 0.01  # AP a reduced-precision graph may lose against the fp32 reference
 CHUNK = 16  # images per forward pass: bounds memory at large crop sizes
 
 

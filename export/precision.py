@@ -21,6 +21,8 @@ import onnx
 
 from dfscan.scanner.errors import DataError, DfscanError
 
+from .settings import INT8_FLOAT_STAGES
+
 
 class _BatchReader:
     """ONNX Runtime's CalibrationDataReader protocol over an iterator of input batches."""
@@ -32,14 +34,6 @@ class _BatchReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {self.input_name: batch}
-
-
-INT8_FLOAT_STAGES = ("stem", "layer1")
-"""Stages int8 leaves in float. Forensic traces are pixel-level residuals computed by the
-full-resolution stages, where a weight rounded to 8 bits no longer cancels the image content
-and activation rounding adds noise of the signal's own size. Measured on the demo Lite0
-(validation AP 0.913 in fp32): all convs int8 → AP 0.603 (max |Δp| 0.97); stem in float →
-0.889; stem + layer1 in float → 0.911 (max |Δp| 0.12)."""
 
 
 def stage_of(node: onnx.NodeProto) -> str | None:

@@ -9,32 +9,58 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+from ..fields import option
 
-from ..model.detector import Detector
-from ..model.runtime import Device
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..model.detector import Detector
+    from ..model.runtime import Device
 
 Note = Callable[[str], None]
 
 
+def _comma_list(values: Sequence[int]) -> str:
+    return ",".join(map(str, values))
+
+
 @dataclass
 class BenchSettings:
+    """What ``dfscan bench`` measures; its options are these fields (defaults and help here)."""
+
     model: Path
     folder: Path | None = None  # None: synthetic 1024² JPEGs and PNGs
-    device: Device = "auto"
-    batch_sizes: Sequence[int] = (1, 8, 16, 32)
+    device: Device = option("auto", help="auto, cpu or cuda.")  # noqa: RUF009 (a field)
+    batch_sizes: Sequence[int] = option(
+        (1, 8, 16, 32), help="Model-only batch sizes.", cli_value=_comma_list
+    )
     scan_batch_size: int = 16
-    images: int = 64  # per format, when synthetic
+    images: int = option(64, min=1, help="Synthetic images per format.")  # when synthetic
     image_size: int = 1024
-    min_seconds: float = 3.0  # per model-only measurement
-    memory_files: Sequence[int] = ()  # e.g. (1000, 20000): scan memory vs folder size
-    checkpoint: Path | None = None
+    min_seconds: float = option(3.0, min=0.0, help="Minimum timing per model-only measurement.")
+    memory_files: Sequence[int] = option(  # e.g. (1000, 20000): scan memory vs folder size
+        (),
+        help="Scan memory for folders of these many small files (e.g. 1000,20000).",
+        cli_value=_comma_list,
+    )
+    checkpoint: Path | None = option(  # noqa: RUF009 (option() is a dataclass field)
+        None,
+        help="Also measure PyTorch eager/TorchScript, the seed's pipeline, int8 and the "
+        "other input variant (needs dfscan[export]).",
+    )
     workers: int | None = None
-    smoke: bool = False
-    engine: str = "local"  # "ray": also the Ray engine with 1 and 2 workers on the same folder
-    rounds: int = 7  # interleaved rounds behind every ratio
+    smoke: bool = option(
+        False, flags=("--smoke",), help="Tiny sizes: checks that every stage runs (CI)."
+    )
+    engine: str = option(  # "ray": also the Ray engine with 1 and 2 workers on the same folder
+        "local",
+        help="'ray': also scan with the Ray engine, 1 and 2 workers (needs [ray]).",
+    )
+    rounds: int = option(  # interleaved rounds behind every ratio
+        7, min=1, help="Interleaved rounds behind every ratio (A B, B A, …)."
+    )
     turn_seconds: float = 1.0  # an arm's turn in a round lasts at least about this long
 
     @classmethod

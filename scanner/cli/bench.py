@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from .support import console, device_option, err_console, report_errors
+from ..bench.settings import BenchSettings
+from .options import from_field, with_field_options
+from .support import DEVICE_METAVAR, console, device_value, err_console, report_errors
 
 
 def _rate(x: float | None) -> str:
@@ -137,6 +139,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 @report_errors
+@with_field_options
 def bench(
     model: Annotated[
         Path, typer.Option("--model", "-m", help="A .onnx detector written by dfscan export.")
@@ -145,39 +148,21 @@ def bench(
         Path | None,
         typer.Argument(help="Images to measure on; default: synthetic 1024² JPEGs and PNGs."),
     ] = None,
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option(
-            help="Also measure PyTorch eager/TorchScript, the seed's pipeline, int8 and the "
-            "other input variant (needs dfscan[export])."
-        ),
-    ] = None,
-    device: Annotated[str, device_option(help="auto, cpu or cuda.")] = "auto",
-    batch_sizes: Annotated[str, typer.Option(help="Model-only batch sizes.")] = "1,8,16,32",
-    images: Annotated[int, typer.Option(min=1, help="Synthetic images per format.")] = 64,
-    memory_files: Annotated[
-        str,
-        typer.Option(help="Scan memory for folders of these many small files (e.g. 1000,20000)."),
-    ] = "",
-    min_seconds: Annotated[
-        float, typer.Option(min=0.0, help="Minimum timing per model-only measurement.")
-    ] = 3.0,
+    checkpoint: Path | None = from_field(BenchSettings),
+    device: str = from_field(BenchSettings, parser=device_value, metavar=DEVICE_METAVAR),
+    batch_sizes: str = from_field(BenchSettings),
+    images: int = from_field(BenchSettings),
+    memory_files: str = from_field(BenchSettings),
+    min_seconds: float = from_field(BenchSettings),
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON.")
     ] = None,
-    smoke: Annotated[
-        bool, typer.Option("--smoke", help="Tiny sizes: checks that every stage runs (CI).")
-    ] = False,
-    engine: Annotated[
-        str,
-        typer.Option(help="'ray': also scan with the Ray engine, 1 and 2 workers (needs [ray])."),
-    ] = "local",
-    rounds: Annotated[
-        int, typer.Option(min=1, help="Interleaved rounds behind every ratio (A B, B A, …).")
-    ] = 7,
+    smoke: bool = from_field(BenchSettings),
+    engine: str = from_field(BenchSettings),
+    rounds: int = from_field(BenchSettings),
 ) -> None:
     """Measure decoding, the model alone, end-to-end scans, memory and start-up."""
-    from ..bench.run import BenchSettings, run_bench
+    from ..bench.run import run_bench
 
     if engine not in ("local", "ray"):
         raise typer.BadParameter("--engine is local or ray")
