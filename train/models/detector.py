@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -14,12 +15,22 @@ STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 layer3 16, layer4 32 — so "train layer3+layer4" means the same depth for every arch."""
 
 
+Layout = Literal["nchw", "nlc"]
+"""How stages hand over their output: feature maps (CNNs) or token sequences (ViTs)."""
+
+
 class StagedBackbone(nn.Module):
-    """Named stages run in order, then global average pooling to a feature vector.
+    """Named stages run in order, then pooling to a feature vector.
 
     With ``stats_of`` (stage names), the features are instead the per-channel mean and standard
     deviation of each of those stages' outputs: low stages see pixel-level statistics (noise,
     upsampling and demosaicing traces), which a detector needs beside what the last stage sees.
+    A token backbone (``layout="nlc"``) gives the mean and std of each channel over its patch
+    tokens (prefix tokens such as CLS left out), followed by its pooled embedding, which a token
+    model keeps in CLS rather than spreading over the patches.
+
+    ``pool`` (default: global average over the map) turns the last stage's output into the
+    embedding; a library backbone passes its own (a ViT's CLS token and final norm).
     """
 
     def __init__(
@@ -28,18 +39,26 @@ class StagedBackbone(nn.Module):
         num_features: int,
         stats_of: tuple[str, ...] = (),
         channels: dict[str, int] | None = None,
+        *,
+        pool: nn.Module | None = None,
+        layout: Layout = "nchw",
+        prefix_tokens: int = 0,
     ) -> None:
         super().__init__()
         if tuple(stages) != STAGES:
             raise ValueError(f"backbone stages must be {STAGES}, got {tuple(stages)}")
         self.stages = nn.ModuleDict(stages)
         self.stats_of = tuple(s for s in STAGES if s in stats_of)
+        self.layout = layout
+        self.prefix_tokens = prefix_tokens
+        self.embedding_features = num_features
         if self.stats_of:
             if channels is None:
                 raise ValueError("stats pooling needs the channel count of every stage")
-            num_features = sum(2 * channels[s] for s in self.stats_of)
+            stats = sum(2 * channels[s] for s in self.stats_of)
+            num_features = stats + (num_features if layout == "nlc" else 0)
         self.num_features = num_features
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
         # the statistics of different stages differ by orders of magnitude: standardise them
         self.norm = RunningStandardize(num_features) if self.stats_of else None
 
@@ -52,11 +71,20 @@ class StagedBackbone(nn.Module):
         for name, stage in self.stages.items():
             x = stage(x)
             if name in self.stats_of:
-                flat = x.flatten(2)
-                mean = flat.mean(dim=2)
-                std = (flat - mean.unsqueeze(2)).pow(2).mean(dim=2).add(1e-6).sqrt()
-                feats += [mean, std]
+                feats += self._stats(x)
+        if self.layout == "nlc":
+            feats.append(self.pool(x).flatten(1))
         return self.norm(torch.cat(feats, dim=1))
+
+    def _stats(self, x: Tensor) -> list[Tensor]:
+        """Per-channel mean and std over positions: pixels of a map, or patch tokens."""
+        if self.layout == "nlc":
+            flat, dim = x[:, self.prefix_tokens :], 1
+        else:
+            flat, dim = x.flatten(2), 2
+        mean = flat.mean(dim=dim)
+        std = (flat - mean.unsqueeze(dim)).pow(2).mean(dim=dim).add(1e-6).sqrt()
+        return [mean, std]
 
 
 class RunningStandardize(nn.Module):
@@ -123,6 +151,8 @@ class Detector(nn.Module):
         self.trainable = tuple(p for p in (*STAGES, "head") if p in parts)
         for name, stage in self.backbone.stages.items():
             stage.requires_grad_(name in self.trainable)
+        # a library's pooling (final norm, projection, attention pool) trains with the last stage
+        self.backbone.pool.requires_grad_("layer4" in self.trainable)
         self.head.requires_grad_("head" in self.trainable)
         self.train(self.training)
 
@@ -132,6 +162,8 @@ class Detector(nn.Module):
             for name, stage in self.backbone.stages.items():
                 if name not in self.trainable:
                     stage.eval()
+            if "layer4" not in self.trainable:
+                self.backbone.pool.eval()
         return self
 
 

@@ -1,0 +1,137 @@
+"""Any timm model as a dfscan backbone: ``--arch timm:<name>``, ``timm:<name>+stats``.
+
+The spec's mean, std and input size are timm's ``pretrained_cfg`` for the name; ``--weights
+imagenet`` fetches timm's pretrained weights through timm (Hugging Face Hub, cached), ``--weights
+PATH`` loads a state dict saved from the same timm model. CNNs are cut at their
+``feature_info`` levels, ViTs into embedding + four block groups (:mod:`._staging`).
+
+``+stats`` reads the frozen network at every stage (per-channel mean/std; for a ViT, over its
+patch tokens, plus the pooled embedding) like ``efficientnet_lite0_stats``. Library backbones
+default to the probe: frozen, a linear head (``head_fit lbfgs``); ``--train-layers`` fine-tunes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from dfscan.scanner.errors import ModelError, first_line
+
+from ._staging import Cut, NetPart, cut_feature_maps, cut_tokens, members
+from .arch_table import ArchSpec
+from .detector import StagedBackbone
+from .weights import load_into, read_state_dict
+
+PREFIX = "timm:"
+STATS_SUFFIX = "+stats"
+PROBE = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a linear head
+HEAD_MODULES = ("global_pool", "head", "fc", "classifier")  # where a timm CNN's pooling starts
+TOKEN_POOL = ("attn_pool", "fc_norm", "head_drop", "head")  # what a timm ViT pools with
+CHECK_SIZE = 64  # the side of the one image a CNN's cut is checked on
+
+
+def split_stats(rest: str) -> tuple[str, bool]:
+    """``name+stats`` → (name, True); ``name`` → (name, False)."""
+    if rest.endswith(STATS_SUFFIX):
+        return rest[: -len(STATS_SUFFIX)], True
+    return rest, False
+
+
+def arch_spec(rest: str) -> ArchSpec:
+    """The spec of ``timm:<rest>``; nothing is built or downloaded until ``build``."""
+    import timm
+
+    name, stats = split_stats(rest)
+    if not timm.is_model(name):
+        raise ModelError(
+            f"timm has no model {name!r}",
+            hint="list them with python -c \"import timm; print(timm.list_models('vit_*'))\"",
+        )
+    cfg = timm.get_pretrained_cfg(name)
+    mean, std, size = (cfg.mean, cfg.std, cfg.input_size[-1]) if cfg else ((), (), None)
+    label = "statistics of every stage" if stats else "pooled embedding"
+    return ArchSpec(
+        f"{PREFIX}{rest}",
+        lambda weights: build(name, weights, stats),
+        **({"mean": tuple(mean), "std": tuple(std)} if len(mean) == 3 else {}),  # type: ignore[arg-type]
+        **PROBE,  # type: ignore[arg-type]
+        description=f"timm {name}, {label}",
+        short=f"timm-{rest}",
+        input_size=size,
+    )
+
+
+def create(name: str, weights: str | None) -> nn.Module:
+    """timm's network without its classifier, in eval mode, with ``weights``."""
+    import timm
+
+    if weights == "imagenet":
+        try:
+            net = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as exc:  # hub, HTTP and file errors of many types
+            raise ModelError(
+                f"could not fetch timm's pretrained weights for {name}: {first_line(exc)}",
+                hint="offline: pass --weights PATH (a state dict of this timm model), or run "
+                "once online so timm caches them (HF_HOME)",
+            ) from exc
+    else:
+        net = timm.create_model(name, pretrained=False, num_classes=0)
+        if weights:
+            load_into(net, read_state_dict(Path(weights)), weights, optional=())
+    return net.eval()
+
+
+def build(name: str, weights: str | None, stats: bool) -> StagedBackbone:
+    net = create(name, weights)
+    return cut(net, f"{PREFIX}{name}").backbone(stats)
+
+
+def cut(net: nn.Module, what: str) -> Cut:
+    """A timm network cut into stages: a ViT (patch embedding + blocks) or a CNN."""
+    try:
+        if hasattr(net, "patch_embed") and hasattr(net, "blocks"):
+            return _cut_vit(net, what)
+        levels = [(info["module"], info["reduction"]) for info in getattr(net, "feature_info", [])]
+        return cut_feature_maps(
+            net, levels, _features, _pooled, HEAD_MODULES, _check_size(net), what
+        )
+    except (AttributeError, RuntimeError, TypeError, ValueError) as exc:  # its forward is not ours
+        raise ModelError(f"{what} cannot be cut into stages: {first_line(exc)}") from exc
+
+
+def _features(net: Any, x: Tensor) -> Tensor:
+    return net.forward_features(x)
+
+
+def _pooled(net: Any, x: Tensor) -> Tensor:
+    return net.forward_head(x, pre_logits=True)
+
+
+def _vit_embed(net: Any, x: Tensor) -> Tensor:
+    return net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(x))))
+
+
+def _check_size(net: nn.Module) -> int:
+    cfg: dict[str, Any] = getattr(net, "pretrained_cfg", {}) or {}
+    fixed = cfg.get("fixed_input_size") and cfg.get("input_size")
+    return int(fixed[-1]) if fixed else CHECK_SIZE
+
+
+def _cut_vit(net: Any, what: str) -> Cut:
+    pool_owns = [m for m in TOKEN_POOL if getattr(net, m, None) is not None]
+    embed_owns = [m for m in members(net) if m not in {"blocks", "norm", *pool_owns}]
+    image_size = getattr(net.patch_embed, "img_size", None)
+    size = int(image_size[0]) if image_size else _check_size(net)
+    return cut_tokens(
+        net,
+        NetPart(net, embed_owns, _vit_embed),
+        list(net.blocks),
+        net.norm,
+        NetPart(net, pool_owns, _pooled),
+        lambda x: net.forward_head(net.forward_features(x), pre_logits=True),
+        size,
+        int(getattr(net, "num_prefix_tokens", 1)),
+        what,
+    )
