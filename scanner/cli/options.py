@@ -41,12 +41,12 @@ def from_field(owner: type, name: str | None = None, **extra: Any) -> Any:
 def typer_option(field: OptionField, **extra: Any) -> Any:
     """The ``typer.Option`` of one field (its default goes on the parameter, Annotated style)."""
     info = field.info
-    bounds = {k: v for k, v in (("min", info.min), ("max", info.max)) if v is not None}
-    if info.metavar is not None:
-        extra = {"metavar": info.metavar, **extra}
-    return typer.Option(
-        *field.flags, help=info.help, show_default=info.show_default, **bounds, **extra
-    )
+    options: dict[str, Any] = {"help": info.help, "show_default": info.show_default}
+    for key in ("min", "max", "metavar"):
+        if getattr(info, key) is not None:
+            options[key] = getattr(info, key)
+    options.update(extra)
+    return typer.Option(*field.flags, **options)
 
 
 def resolve(parameter: inspect.Parameter) -> OptionField | None:

@@ -16,9 +16,8 @@ import typer
 from rich.markup import escape
 
 from ..errors import ExitCode, exit_codes_help
-from ..formatting import num, pct
+from ..formatting import pct
 from ..labels import REAL
-from ..scan.discovery import ROOT_GENERATOR
 from ..scan.options import Engine, RayOptions, ScanOptions
 from .options import from_field, with_field_options
 from .support import DEVICE_METAVAR, console, device_value, err_console, report_errors
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..scan.run import ScanResult
+    from ..scan.tallies import GeneratorTable
 
 # The codes ``dfscan scan`` can end with (its help lists them, with these notes of its own).
 SCAN_EXIT_CODES = (
@@ -118,49 +118,18 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("s" if count != 1 and noun.isalpha() else "")
 
 
-def summary_rows(result: ScanResult) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, one row per generator, totals) as text: ``real`` first, then by name."""
-    tallies = result.tallies
-    labelled = tallies.labelled
-    header = ["generator", "images", "flagged fake", "% fake", "mean p_fake", "errors"]
-    if labelled:
-        header.append("accuracy")
-    declaring = tallies.total().declared > 0 or tallies.total().disagree > 0
-    if declaring:  # only when some file declares its origin
-        header += ["declared AI", "disagree"]
-
-    def cells(name: str, tally: Any, accuracy: float | None) -> list[str]:
-        out = [
-            name,
-            str(tally.images),
-            str(tally.flagged),
-            pct(tally.fake_fraction),
-            num(tally.mean_p_fake),
-            str(tally.errors),
-        ]
-        if labelled:
-            out.append(pct(accuracy))
-        if declaring:
-            out += [str(tally.declared), str(tally.disagree)]
-        return out
-
-    names = sorted(tallies.by_generator, key=lambda g: (g != REAL, g == ROOT_GENERATOR, g))
-    rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in names]
-    total = cells("total", tallies.total(), tallies.overall_accuracy())
-    return header, rows, total
-
-
-def plain_table(header: list[str], rows: list[list[str]], total: list[str]) -> str:
+def plain_table(table: GeneratorTable) -> str:
     """Aligned columns for logs and pipes: names left, numbers right."""
-    table = [header, *rows, total]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = [table.header, *table.rows, table.total]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(table.header))]
 
     def line(r: list[str]) -> str:
         first = r[0].ljust(widths[0])
         return "  ".join([first, *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
 
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *(line(r) for r in rows), rule, line(total)])
+    rule = "-" * len(line(table.header))
+    rows = (line(r) for r in table.rows)
+    return "\n".join([line(table.header), rule, *rows, rule, line(table.total)])
 
 
 def summary_notes(result: ScanResult) -> list[str]:
@@ -185,25 +154,26 @@ def summary_notes(result: ScanResult) -> list[str]:
 def print_summary(result: ScanResult) -> None:
     """The table and its notes. Names (model, generator folders, what files declare) are the
     user's: printed as text, never read as Rich markup (a folder ``[red]x`` stays ``[red]x``)."""
-    header, rows, total = summary_rows(result)
+    from ..scan.tallies import generator_table
+
+    table = generator_table(result.tallies)
     title = f"{result.model.name} · threshold {result.threshold:g}"
     if not console.is_terminal:
         console.print(title, markup=False, highlight=False, soft_wrap=True)
-        table_text = plain_table(header, rows, total)
-        console.print(table_text, markup=False, highlight=False, soft_wrap=True)
+        console.print(plain_table(table), markup=False, highlight=False, soft_wrap=True)
         for line in summary_notes(result):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         return
     from rich.table import Table
 
-    table = Table(title=escape(title), title_justify="left")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for r in rows:
-        table.add_row(*map(escape, r))
-    table.add_section()
-    table.add_row(*map(escape, total), style="bold")
-    console.print(table)
+    shown = Table(title=escape(title), title_justify="left")
+    for i, name in enumerate(table.header):
+        shown.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for r in table.rows:
+        shown.add_row(*map(escape, r))
+    shown.add_section()
+    shown.add_row(*map(escape, table.total), style="bold")
+    console.print(shown)
     for line in summary_notes(result):
         console.print(line, markup=False, highlight=False)
 

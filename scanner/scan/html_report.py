@@ -24,13 +24,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..formatting import num, pct
-from ..labels import FAKE, REAL
-from ..provenance.read import declared
+from ..labels import REAL
 from .reports import Row
-from .tallies import Tallies
+from .tallies import Tallies, disagrees, generator_order, generator_table
 
 BINS = 20  # histogram bins over p_fake in [0, 1]
 SHOWN = 12  # images per gallery
@@ -90,7 +88,6 @@ class ReportCollector:
         self.tallies.add(row)
         self.models[row.model_sha256] += 1
         self.thresholds[row.threshold] += 1
-        said = declared(row.provenance)
         if row.p_fake is None:
             if len(self.errors) < self.max_errors:
                 self.errors.append(row)
@@ -99,9 +96,7 @@ class ReportCollector:
         bins[min(int(row.p_fake * BINS), BINS - 1)] += 1
         self.most_fake.add(row.p_fake, seq, row)
         self.borderline.add(-abs(row.p_fake - row.threshold), seq, row)
-        if (said == "generated" and row.verdict == REAL) or (
-            said == "captured" and row.verdict == FAKE
-        ):
+        if disagrees(row):
             self.disagree.add(abs(row.p_fake - row.threshold), seq, row)
         if row.verdict == REAL:  # reservoir sampling: each real-scored row equally likely
             self._real_seen += 1
@@ -238,23 +233,10 @@ def _histogram_svg(counts: list[int], threshold: float | None) -> str:
 
 def _generator_table(collector: ReportCollector) -> str:
     tallies = collector.tallies
-    labelled = tallies.labelled
-    header = ["generator", "images", "flagged fake", "% fake", "mean p_fake", "errors"]
-    header += ["accuracy"] if labelled else []
-    header += ["declared AI", "disagree"]
-    names = sorted(tallies.by_generator, key=lambda g: (g != REAL, g.startswith("("), g))
-
-    def cells(name: str, tally: Any, accuracy: float | None) -> list[str]:
-        out = [name, str(tally.images), str(tally.flagged), pct(tally.fake_fraction)]
-        out += [num(tally.mean_p_fake), str(tally.errors)]
-        out += [pct(accuracy)] if labelled else []
-        return [*out, str(tally.declared), str(tally.disagree)]
-
-    rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in names]
-    total = cells("total", tallies.total(), tallies.overall_accuracy())
-    th = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    foot = '<tr class="total">' + "".join(f"<td>{_e(c)}</td>" for c in total) + "</tr>"
+    table = generator_table(tallies, declared_columns=True)  # the page always shows them
+    th = "".join(f"<th>{_e(h)}</th>" for h in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in table.rows)
+    foot = '<tr class="total">' + "".join(f"<td>{_e(c)}</td>" for c in table.total) + "</tr>"
     fpr = tallies.false_positive_rate()
     fpr_line = f"<p>false-positive rate on real: {pct(fpr)}</p>" if fpr is not None else ""
     return (
@@ -286,7 +268,7 @@ def render_html(collector: ReportCollector, run: RunInfo) -> str:
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
     hists = "".join(
         f'<div class="hist"><h3>{_e(g)} ({sum(c)})</h3>{_histogram_svg(c, threshold)}</div>'
-        for g, c in sorted(collector.histograms.items())
+        for g, c in sorted(collector.histograms.items(), key=lambda item: generator_order(item[0]))
     )
     errors = (
         "".join(f"<li>{_e(r.path)}: {_e(r.error)}</li>" for r in collector.errors)

@@ -20,12 +20,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..formatting import num, pct
 from ..labels import FAKE, REAL, is_fake_generator
 from ..provenance.read import declared, tags_of
 from .discovery import ROOT_GENERATOR
 from .reports import Row
-
-REAL_FOLDER = REAL  # the generator name of real files (dfscan.scanner.labels)
 
 
 def truth_of(generator: str) -> bool | None:
@@ -33,6 +32,21 @@ def truth_of(generator: str) -> bool | None:
     if generator == ROOT_GENERATOR:
         return None
     return is_fake_generator(generator)
+
+
+def generator_order(generator: str) -> tuple[bool, bool, str]:
+    """The one order of generators wherever they are listed: ``real`` first, then the others
+    by name, the files of the scanned folder itself (``(root)``) last."""
+    return (generator != REAL, generator == ROOT_GENERATOR, generator)
+
+
+def disagrees(row: Row) -> bool:
+    """Do a row's declared origin and its verdict disagree (declared generated but scored
+    real, or declared a camera capture but scored fake)?"""
+    said = declared(row.provenance)
+    return (said == "generated" and row.verdict == REAL) or (
+        said == "captured" and row.verdict == FAKE
+    )
 
 
 @dataclass
@@ -47,11 +61,8 @@ class Tally:
     disagree: int = 0  # scored files whose declaration and verdict disagree
 
     def add(self, row: Row) -> None:
-        said = declared(row.provenance)
-        self.declared += said == "generated"
-        self.disagree += (said == "generated" and row.verdict == REAL) or (
-            said == "captured" and row.verdict == FAKE
-        )
+        self.declared += declared(row.provenance) == "generated"
+        self.disagree += disagrees(row)
         if row.p_fake is None:
             self.errors += 1
             return
@@ -111,7 +122,12 @@ class Tallies:
     @property
     def labelled(self) -> bool:
         """Do the folder names tell the truth? (a ``real`` folder next to the others)"""
-        return REAL_FOLDER in self.by_generator
+        return REAL in self.by_generator
+
+    @property
+    def generators(self) -> list[str]:
+        """The generators seen, in :func:`generator_order`."""
+        return sorted(self.by_generator, key=generator_order)
 
     def total(self) -> Tally:
         total = Tally()
@@ -137,7 +153,7 @@ class Tallies:
 
     def false_positive_rate(self) -> float | None:
         """Share of ``real`` images flagged fake."""
-        real = self.by_generator.get(REAL_FOLDER)
+        real = self.by_generator.get(REAL)
         return real.flagged / real.images if real is not None and real.images else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,9 +177,41 @@ class Tallies:
             "labelled": self.labelled,
             "generators": {
                 name: entry(self.by_generator[name], self.accuracy(name))
-                for name in sorted(self.by_generator)
+                for name in self.generators
             },
             "total": entry(self.total(), self.overall_accuracy()),
             "false_positive_rate": self.false_positive_rate(),
             "declared_by": dict(sorted(self.declared_by.items())),
         }
+
+
+@dataclass(frozen=True)
+class GeneratorTable:
+    """The per-generator summary as text cells, built once for every place that shows it
+    (the terminal's table, the HTML page): a header, one row per generator, the totals."""
+
+    header: list[str]
+    rows: list[list[str]]
+    total: list[str]
+
+
+def generator_table(tallies: Tallies, declared_columns: bool | None = None) -> GeneratorTable:
+    """The table of ``tallies``: accuracy when the folders are labelled; the declared-AI and
+    disagree columns when ``declared_columns`` (None: only when some file declares its
+    origin)."""
+    labelled = tallies.labelled
+    if declared_columns is None:
+        declared_columns = tallies.total().declared > 0 or tallies.total().disagree > 0
+    header = ["generator", "images", "flagged fake", "% fake", "mean p_fake", "errors"]
+    header += ["accuracy"] if labelled else []
+    header += ["declared AI", "disagree"] if declared_columns else []
+
+    def cells(name: str, tally: Tally, accuracy: float | None) -> list[str]:
+        out = [name, str(tally.images), str(tally.flagged), pct(tally.fake_fraction)]
+        out += [num(tally.mean_p_fake), str(tally.errors)]
+        out += [pct(accuracy)] if labelled else []
+        out += [str(tally.declared), str(tally.disagree)] if declared_columns else []
+        return out
+
+    rows = [cells(g, tallies.by_generator[g], tallies.accuracy(g)) for g in tallies.generators]
+    return GeneratorTable(header, rows, cells("total", tallies.total(), tallies.overall_accuracy()))
