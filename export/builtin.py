@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dfscan.scanner.errors import DataError, ModelError
+from dfscan.scanner.labels import FAKE_LABEL, REAL_LABEL
 from dfscan.scanner.model.builtin import BuiltinPart, encode_tensor, logit, probe_images
 from dfscan.scanner.model.preprocess import PreprocessConfig, load_image
 from dfscan.train.models.checkpoint import (
@@ -174,10 +175,10 @@ def laplace_summary(features: np.ndarray, labels: np.ndarray, w: np.ndarray, b: 
     mean, std = features.mean(0), features.std(0) + 1e-6
     z = (features - mean) / std
     p = 1 / (1 + np.exp(-(features @ w + b)))
-    n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
+    n_real, n_fake = int((labels == REAL_LABEL).sum()), int((labels == FAKE_LABEL).sum())
     if not n_real or not n_fake:
         raise DataError("the Laplace summary needs real and fake training images")
-    c = np.where(labels == 1, 0.5 / n_fake, 0.5 / n_real)
+    c = np.where(labels == FAKE_LABEL, 0.5 / n_fake, 0.5 / n_real)
     hessian = (c * p * (1 - p)) @ (z * z)
     precision = hessian + np.median(hessian)
     return {

@@ -14,8 +14,10 @@ import numpy as np
 from PIL import Image
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import FAKE_LABEL, REAL_LABEL
 from dfscan.scanner.model.preprocess import PreprocessConfig, load_image, prepare, to_chw_batch
-from dfscan.train.data.folder import iter_image_files, label_of
+from dfscan.scanner.scan.discovery import iter_image_files
+from dfscan.train.data.folder import label_of
 
 # skimage.data images bundled with the package (no download): photographs and scans
 BUNDLED_PHOTOS = (
@@ -66,7 +68,7 @@ def folder_images(root: Path, preprocess: PreprocessConfig, limit: int = 64) -> 
     if not arrays:
         raise DataError(f"no readable images in {root}")
     y = np.array(labels)
-    has_both = (y >= 0).all() and {0, 1} <= set(y.tolist())
+    has_both = (y >= 0).all() and {REAL_LABEL, FAKE_LABEL} <= set(y.tolist())
     return ImageSet(to_chw_batch(arrays), names, str(root), y if has_both else None, skipped)
 
 

@@ -147,7 +147,7 @@ def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
 
 def _train_config(cfg: DemoConfig, data: Path, run: Path) -> TrainConfig:
     """The recipe's training config, with the demo's overrides where they are set."""
-    from dfscan.train.fit.loop import config_from_settings
+    from dfscan.train.fit.config import config_from_settings
 
     overrides = {"size": cfg.size, "input": cfg.input, "epochs": cfg.epochs}
     return config_from_settings(

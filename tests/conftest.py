@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -165,12 +167,21 @@ def io_bytes(image: Image.Image, fmt: str, **save_kwargs) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def torch_one_thread():
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
     """Tiny models on a shared CPU: one intra-op thread is faster than two fighting."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """:func:`one_torch_thread` around a test (module fixtures use it as a ``with``)."""
+    with one_torch_thread():
+        yield

@@ -24,6 +24,7 @@ from dfscan.scanner.errors import ExitCode
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from .data.augment_config import AugmentConfig
     from .experiments.grid import Grid
 
 
@@ -127,28 +128,85 @@ RecipeOpt = Annotated[
 ListRecipesOpt = Annotated[
     bool, typer.Option("--list-recipes", help="List the recipes and their settings.")
 ]
+
+
+def _per_recipe(describe: Callable[[AugmentConfig], str], shown: str = "{} ({})") -> str:
+    """An augmentation setting as it is without a recipe, then under each recipe whose preset
+    differs (``0.1 (--recipe robust: 0.5)``): the option, left unset, keeps that value."""
+    from .data.augment_config import AugmentConfig
+    from .fit.config import setting_fields
+    from .fit.recipes import RECIPES
+
+    default = next(f.default for f in setting_fields() if f.name == "augment")
+    plain = describe(default)
+    presets = {name: recipe.settings.get("augment") for name, recipe in RECIPES.items()}
+    other = {
+        name: describe(default if preset is None else AugmentConfig.preset(preset))
+        for name, preset in presets.items()
+    }
+    changed = ", ".join(f"--recipe {name}: {text}" for name, text in other.items() if text != plain)
+    return shown.format(plain, changed) if changed else plain
+
+
+DEFAULT_PER_RECIPE = "{}; {}"  # typer puts a shown default in parentheses already
+
+
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _span(low: float, high: float) -> str:
+    return f"{low:g}-{high:g}"
+
+
 NoAugmentOpt = Annotated[bool, typer.Option("--no-augment", help="All augmentation off.")]
 HflipOpt = Annotated[
-    bool | None, typer.Option("--hflip/--no-hflip", help="Horizontal flip.", show_default="on")
+    bool | None,
+    typer.Option(
+        "--hflip/--no-hflip",
+        help="Horizontal flip.",
+        show_default=_per_recipe(lambda a: _on_off(a.hflip)),
+    ),
 ]
 VflipOpt = Annotated[
-    bool | None, typer.Option("--vflip/--no-vflip", help="Vertical flip.", show_default="on")
+    bool | None,
+    typer.Option(
+        "--vflip/--no-vflip",
+        help="Vertical flip.",
+        show_default=_per_recipe(lambda a: _on_off(a.vflip)),
+    ),
 ]
 AffineOpt = Annotated[
     bool | None,
     typer.Option(
-        "--affine/--no-affine", help="RandomAffine shear 10, scale 0.8-1.2.", show_default="off"
+        "--affine/--no-affine",
+        help="RandomAffine "
+        + _per_recipe(lambda a: f"shear {a.shear:g}, scale {_span(*a.scale)}")
+        + ".",
+        show_default=_per_recipe(lambda a: _on_off(a.affine), DEFAULT_PER_RECIPE),
     ),
 ]
 FourPatchOpt = Annotated[
     bool | None,
-    typer.Option("--four-patch/--no-four-patch", help="4-patch split.", show_default="off"),
+    typer.Option(
+        "--four-patch/--no-four-patch",
+        help="4-patch split.",
+        show_default=_per_recipe(lambda a: _on_off(a.four_patch)),
+    ),
 ]
 BlurProbOpt = Annotated[
-    float | None, typer.Option(help="Probability of Gaussian blur σ 0-3.", show_default="0.1")
+    float | None,
+    typer.Option(
+        help=f"Probability of Gaussian blur σ {_per_recipe(lambda a: _span(*a.blur_sigma))}.",
+        show_default=_per_recipe(lambda a: f"{a.blur_prob:g}", DEFAULT_PER_RECIPE),
+    ),
 ]
 JpegProbOpt = Annotated[
-    float | None, typer.Option(help="Probability of JPEG quality 30-100.", show_default="0.1")
+    float | None,
+    typer.Option(
+        help=f"Probability of JPEG quality {_per_recipe(lambda a: _span(*a.jpeg_quality))}.",
+        show_default=_per_recipe(lambda a: f"{a.jpeg_prob:g}", DEFAULT_PER_RECIPE),
+    ),
 ]
 
 
@@ -409,7 +467,8 @@ def _run_grid(
 
 
 def _holdout(data, out, grid, holdout, folds, n_folds, workers, device, seed, reals) -> None:
-    from .holdout.run import markdown, run_holdout
+    from .holdout.run import run_holdout
+    from .holdout.table import markdown
 
     try:
         result = run_holdout(

@@ -46,8 +46,9 @@ from dfscan.scanner.errors import DfscanError  # noqa: E402
 from dfscan.scanner.model.meta import read_model_meta  # noqa: E402
 from dfscan.scanner.model.runtime import CPU, load_session  # noqa: E402
 from dfscan.train.models.checkpoint import load_checkpoint  # noqa: E402
-from tests.conftest import write_image  # noqa: E402
-from tests.export.test_export import random_checkpoint  # noqa: E402
+
+from ..conftest import one_torch_thread, write_image  # noqa: E402
+from .test_export import random_checkpoint  # noqa: E402
 
 runner = CliRunner()
 
@@ -75,15 +76,14 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Trained:
-    from dfscan.train.data.augment import AugmentConfig
+    from dfscan.train.data.augment_config import AugmentConfig
     from dfscan.train.data.demo import build_demo_dataset
-    from dfscan.train.fit.loop import TrainConfig, train
+    from dfscan.train.fit.config import TrainConfig
+    from dfscan.train.fit.loop import train
 
     tmp = tmp_path_factory.mktemp("trained")
     data = build_demo_dataset(tmp / "data", n_real=48, size=64).root
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared CPU
-    try:
+    with one_torch_thread():
         for variant, steps, epochs in (("spatial", 5, 6), ("fft", 6, 4)):
             cfg = TrainConfig(
                 data=data,
@@ -101,8 +101,6 @@ def trained(tmp_path_factory) -> Trained:
                 augment=AugmentConfig(),
             )
             train(cfg)
-    finally:
-        torch.set_num_threads(threads)
     return Trained(data, tmp / "spatial" / "model.ckpt", tmp / "fft" / "model.ckpt")
 
 
@@ -341,7 +339,8 @@ def fft_checkpoint(tmp_path_factory) -> Path:
 def test_trained_demo_model_exports_with_parity_and_ap(tmp_path: Path):
     from dfscan.train.data.demo import build_demo_dataset
     from dfscan.train.fit.loop import train
-    from tests.train.test_train import tiny_config
+
+    from ..train.test_train import tiny_config
 
     data = build_demo_dataset(tmp_path / "demo", n_real=40, size=64).root
     arch = "efficientnet_lite0"

@@ -17,7 +17,8 @@ from dfscan.export.parity import run_onnx  # noqa: E402
 from dfscan.scanner.errors import DeviceError  # noqa: E402
 from dfscan.scanner.model.runtime import CPU, load_session, open_session  # noqa: E402
 from dfscan.train.models.checkpoint import load_checkpoint  # noqa: E402
-from tests.export.test_export import random_checkpoint  # noqa: E402
+
+from .test_export import random_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module", autouse=True)
 def _cuda_or_skip(tmp_path_factory) -> None:
     """Skip the module at once (before any export) where CUDA cannot run a tiny graph."""
-    from tests.onnx_models import brightness_model
+    from ..onnx_models import brightness_model
 
     _cuda_session(brightness_model(tmp_path_factory.mktemp("probe") / "b.onnx"))
 

@@ -16,8 +16,8 @@ from dfscan.scanner.scan.run import ScanOptions, run_scan
 from dfscan.train.data.folder import scan_dataset
 from dfscan.train.data.split import make_split, read_split, write_split
 from dfscan.train.experiments.explain import explain
+from dfscan.train.fit.config import TrainConfig
 from dfscan.train.fit.evaluate import evaluate
-from dfscan.train.fit.loop import TrainConfig
 from dfscan.train.models.checkpoint import load_checkpoint, read_checkpoint
 
 from .test_export import random_checkpoint

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from dfscan.scanner.model.preprocess import PreprocessConfig
-from dfscan.train.data.augment import AugmentConfig, augment
+from dfscan.train.data.augment import augment
+from dfscan.train.data.augment_config import AugmentConfig
 from dfscan.train.data.folder import scan_dataset
 from dfscan.train.data.loaders import ImageDataset, collate
 
@@ -64,7 +65,7 @@ def test_source_augmentations_act_on_the_whole_image(changes, fmt):
 
 
 def test_robust_preset_reencodes_both_classes_often():
-    from dfscan.train.data.augment import AUGMENT_PRESETS
+    from dfscan.train.data.augment_config import AUGMENT_PRESETS
 
     robust = AUGMENT_PRESETS["robust"]
     assert robust.jpeg_prob >= 0.5 and robust.webp_prob > 0 and robust.rescale_prob > 0

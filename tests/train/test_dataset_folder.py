@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from dfscan.scanner.errors import DataError
-from dfscan.train.data.folder import iter_image_files, scan_dataset
+from dfscan.scanner.scan.discovery import iter_image_files
+from dfscan.train.data.folder import scan_dataset
 
 from ..conftest import write_image
 

@@ -19,7 +19,9 @@ import pytest
 from PIL import Image
 
 from dfscan.scanner.errors import DataError
-from dfscan.train.data.demo import GENERATORS, MANIFEST, REAL, _photos, build_demo_dataset
+from dfscan.scanner.labels import REAL
+from dfscan.train.data._demo_generators import GENERATORS
+from dfscan.train.data.demo import MANIFEST, _photos, build_demo_dataset
 
 N_REAL, SIZE = 128, 64  # > number of tiles (~90), so every tile appears in both classes
 NAME = re.compile(r"^(?P<group>[a-z]+-t\d+)__(?P<k>\d+)\.png$")

@@ -13,14 +13,15 @@ from typer.testing import CliRunner
 
 from dfscan.scanner.cli.app import app
 from dfscan.scanner.errors import DataError, ModelError
-from dfscan.train.data.augment import AugmentConfig
+from dfscan.train.data.augment_config import AugmentConfig
 from dfscan.train.experiments.explain import explain, explain_files
-from dfscan.train.fit.loop import TrainConfig, train
+from dfscan.train.fit.config import TrainConfig
+from dfscan.train.fit.loop import train
 from dfscan.train.models.checkpoint import load_checkpoint
 from dfscan.train.models.gradcam import grad_cam
 from dfscan.train.models.registry import create_model
 
-from ..conftest import make_folder_dataset, write_image
+from ..conftest import make_folder_dataset, one_torch_thread, write_image
 
 SIZE = 32
 
@@ -34,27 +35,25 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("explain")
     data = make_folder_dataset(root / "data")
     ckpts = {"data": data}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for variant in ("spatial", "fft"):
-        out = root / variant
-        cfg = TrainConfig(
-            data=data,
-            out=out,
-            arch="efficientnet_lite0",
-            input=variant,
-            weights="none",
-            train_layers="layer4",
-            epochs=1,
-            batch_size=8,
-            workers=0,
-            size=SIZE,
-            max_steps=1,
-            augment=AugmentConfig.off(),
-        )
-        train(cfg)
-        ckpts[variant] = out / "model.ckpt"
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        for variant in ("spatial", "fft"):
+            out = root / variant
+            cfg = TrainConfig(
+                data=data,
+                out=out,
+                arch="efficientnet_lite0",
+                input=variant,
+                weights="none",
+                train_layers="layer4",
+                epochs=1,
+                batch_size=8,
+                workers=0,
+                size=SIZE,
+                max_steps=1,
+                augment=AugmentConfig.off(),
+            )
+            train(cfg)
+            ckpts[variant] = out / "model.ckpt"
     return ckpts
 
 

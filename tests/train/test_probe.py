@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from dfscan.scanner.errors import ModelError  # noqa: E402
+from dfscan.scanner.errors import DataError, ModelError  # noqa: E402
 from dfscan.scanner.labels import REAL  # noqa: E402
 from dfscan.train.data.folder import Sample  # noqa: E402
 from dfscan.train.fit.probe import (  # noqa: E402
@@ -23,6 +26,9 @@ from dfscan.train.fit.probe import (  # noqa: E402
 )
 from dfscan.train.fit.robustness import roc_auc  # noqa: E402
 from dfscan.train.models.registry import create_model  # noqa: E402
+
+if TYPE_CHECKING:
+    from dfscan.train.fit.config import TrainConfig
 
 
 def _batches(n: int = 3, size: int = 32, seed: int = 0) -> list[dict]:
@@ -146,6 +152,15 @@ def test_cv_sources_only_when_every_real_has_one_and_there_are_enough():
     assert cv_sources(views("a", "b", "c", "d", ""), "sources") is None  # one unknown
 
 
+def lbfgs_config(data: Path, out: Path, **changes: Any) -> TrainConfig:
+    """A tiny run of the frozen stage-statistics backbone whose head L-BFGS fits, the threshold
+    at 10 % false positives."""
+    from .test_train import tiny_config
+
+    lbfgs = dict(arch="efficientnet_lite0_stats", input="spatial", train_layers="head")
+    return tiny_config(data, out, **lbfgs, head_fit="lbfgs", target_fpr=0.1, **changes)
+
+
 @pytest.mark.parametrize(
     ("cv_reals", "rule"),
     [
@@ -159,24 +174,11 @@ def test_lbfgs_threshold_rule_names_reals_held_out_by_source(
     from dfscan.train.fit.loop import train
     from dfscan.train.models.checkpoint import load_checkpoint
 
-    from .test_train import tiny_config
-
     for i, path in enumerate(sorted((tiny_dataset / "real").glob("*.png"))):
         (tiny_dataset / "real" / f"src{i % 5}").mkdir(exist_ok=True)
         path.rename(tiny_dataset / "real" / f"src{i % 5}" / path.name)
     out = tmp_path / "run"
-    cfg = tiny_config(
-        tiny_dataset,
-        out,
-        arch="efficientnet_lite0_stats",
-        input="spatial",
-        train_layers="head",
-        epochs=1,
-        head_fit="lbfgs",
-        head_l2=1.0,
-        target_fpr=0.1,
-        cv_reals=cv_reals,
-    )
+    cfg = lbfgs_config(tiny_dataset, out, epochs=1, head_l2=1.0, cv_reals=cv_reals)
     train(cfg)
     assert load_checkpoint(out / "model.ckpt").threshold_rule == rule
     raw = torch.load(out / "model.ckpt", weights_only=True)
@@ -209,22 +211,12 @@ def test_choose_l2_breaks_ties_towards_the_simpler_model():
 
 
 def test_a_training_run_with_head_fit_lbfgs(tiny_dataset, tmp_path):
-    from dfscan.train.fit.loop import TrainConfig, train
+    from dfscan.train.fit.config import TrainConfig
+    from dfscan.train.fit.loop import train
     from dfscan.train.models.checkpoint import load_checkpoint
 
-    from .test_train import tiny_config
-
     out = tmp_path / "run"
-    cfg = tiny_config(
-        tiny_dataset,
-        out,
-        arch="efficientnet_lite0_stats",
-        input="spatial",
-        train_layers="head",
-        epochs=2,  # two augmented passes, one fit
-        head_fit="lbfgs",
-        target_fpr=0.1,
-    )
+    cfg = lbfgs_config(tiny_dataset, out, epochs=2)  # two augmented passes, one fit
     result = train(cfg)
     rule = load_checkpoint(out / "model.ckpt").threshold_rule
     assert rule == "fpr0.1_on_val_and_out_of_fold_train_reals"
@@ -233,7 +225,7 @@ def test_a_training_run_with_head_fit_lbfgs(tiny_dataset, tmp_path):
     assert raw["head_fit"]["l2"] in L2_GRID and raw["head_fit"]["views"] > 0
     assert 0 <= load_checkpoint(out / "model.ckpt").threshold <= 1
     assert result.test["n"] > 0 and (out / "history.csv").is_file()
-    with pytest.raises(Exception, match="nothing to resume"):
+    with pytest.raises(DataError, match="nothing to resume"):
         train(TrainConfig(**{**cfg.__dict__, "resume": True}))
 
 

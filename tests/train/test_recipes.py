@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,9 +14,10 @@ from typer.testing import CliRunner
 
 from dfscan.scanner.cli.app import app
 from dfscan.scanner.errors import DataError
-from dfscan.train.data.augment import AUGMENT_PRESETS
-from dfscan.train.experiments.run import parse_grid
-from dfscan.train.fit.loop import config_from_settings, train
+from dfscan.train.data.augment_config import AUGMENT_PRESETS
+from dfscan.train.experiments.grid import parse_grid
+from dfscan.train.fit.config import config_from_settings
+from dfscan.train.fit.loop import train
 from dfscan.train.fit.metrics import calibrated_threshold, threshold_rule
 from dfscan.train.fit.recipes import RECIPES
 
@@ -87,3 +90,41 @@ def test_keep_last_and_fpr_rule_reach_the_checkpoint(tiny_dataset: Path, tmp_pat
     assert ckpt["train_config"]["keep"] == "last"
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["val"]["fpr_real"] <= 0.1
+
+
+def test_augmentation_help_gives_each_recipes_own_values():
+    """The augmentation options override the preset that the recipe chose: what their help
+    shows for each recipe (``0.1; --recipe robust: 0.5``) is what that recipe trains with."""
+    import typer
+
+    group: Any = typer.main.get_command(app)
+    params = {p.name: p for p in group.commands["train"].params}
+
+    def claimed(text: str, recipe: str | None) -> str:
+        plain, _, per_recipe = text.replace(" (", "; ", 1).rstrip(")").partition("; ")
+        for part in per_recipe.split(", --recipe "):
+            name, _, value = part.removeprefix("--recipe ").partition(": ")
+            if name == recipe:
+                return value
+        return plain
+
+    def on_off(flag: bool) -> str:
+        return "on" if flag else "off"
+
+    for recipe in (None, *RECIPES):
+        augment = config_from_settings(recipe, {}, data=".", out=".").augment
+        shown = {
+            "hflip": on_off(augment.hflip),
+            "vflip": on_off(augment.vflip),
+            "affine": on_off(augment.affine),
+            "four_patch": on_off(augment.four_patch),
+            "blur_prob": f"{augment.blur_prob:g}",
+            "jpeg_prob": f"{augment.jpeg_prob:g}",
+        }
+        for name, value in shown.items():
+            assert claimed(params[name].show_default, recipe) == value, (recipe, name)
+        ranges = {"blur_prob": augment.blur_sigma, "jpeg_prob": augment.jpeg_quality}
+        for name, (low, high) in ranges.items():
+            span = re.search(r"\d.*", params[name].help.rstrip("."))  # "0-3 (--recipe …)"
+            assert span is not None, name
+            assert claimed(span.group(), recipe) == f"{low:g}-{high:g}", (recipe, name)

@@ -10,9 +10,10 @@ import torch
 from rich.console import Console
 
 from dfscan.scanner.model.preprocess import PreprocessConfig
-from dfscan.train.data.augment import AugmentConfig
+from dfscan.train.data.augment_config import AugmentConfig
+from dfscan.train.fit.config import TrainConfig
 from dfscan.train.fit.evaluate import evaluate
-from dfscan.train.fit.loop import TrainConfig, train
+from dfscan.train.fit.loop import train
 from dfscan.train.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from dfscan.train.models.registry import create_model, list_models
 

@@ -23,8 +23,6 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-# the settings live apart (numpy-free, for the command line); imported from here as well
-from .augment_config import AUGMENT_PRESETS as AUGMENT_PRESETS
 from .augment_config import AugmentConfig
 
 

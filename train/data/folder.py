@@ -27,12 +27,10 @@ from PIL import Image
 
 from dfscan.scanner import labels
 from dfscan.scanner.errors import DataError
-from dfscan.scanner.labels import CLASSES, REAL
+from dfscan.scanner.labels import FAKE_LABEL, REAL, REAL_LABEL
 from dfscan.scanner.scan.discovery import file_identity, iter_image_files
 
 __all__ = [
-    "CLASSES",
-    "REAL",
     "DatasetScan",
     "Sample",
     "group_of",
@@ -139,8 +137,8 @@ def scan_dataset(root: str | Path, check_headers: bool = True) -> DatasetScan:
         samples.append(Sample(str(rel), labelled[0], labelled[1], group_of(rel), source))
     scan = DatasetScan(root, samples, unreadable, unlabelled, duplicates)
     hint = "put real images in ROOT/real/ and fakes in ROOT/<generator>/ (see docs/training.md)"
-    if not any(s.label == 0 for s in samples):
+    if not any(s.label == REAL_LABEL for s in samples):
         raise DataError(f"no real images in {root}: expected a real/ (or 0_real/) folder", hint)
-    if not any(s.label == 1 for s in samples):
+    if not any(s.label == FAKE_LABEL for s in samples):
         raise DataError(f"no fake images in {root}: expected a folder per generator", hint)
     return scan

@@ -18,7 +18,8 @@ from dfscan.scanner.model.preprocess import (
     prepare,
 )
 
-from .augment import AugmentConfig, augment, augment_source
+from .augment import augment, augment_source
+from .augment_config import AugmentConfig
 from .folder import Sample
 
 Batch = dict[str, torch.Tensor]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import FAKE, FAKE_LABEL, REAL, REAL_LABEL
 
 from .folder import Sample
 
@@ -87,11 +88,11 @@ def make_split(
 def describe_split(samples: Sequence[Sample], assignment: dict[str, str]) -> str:
     """What the split balanced, in one line: per-class counts, and which generators could be
     spread over every split and which were too small (kept whole, balanced by class only)."""
-    per_class = {label: Counter() for label in (0, 1)}
+    per_class = {label: Counter() for label in (REAL_LABEL, FAKE_LABEL)}
     per_gen: dict[str, Counter] = defaultdict(Counter)
     for s in samples:
         per_class[s.label][assignment[s.path]] += 1
-        if s.label == 1:
+        if s.label == FAKE_LABEL:
             per_gen[s.generator][assignment[s.path]] += 1
     used = [split for split in SPLITS if any(per_class[c][split] for c in per_class)]
 
@@ -100,8 +101,8 @@ def describe_split(samples: Sequence[Sample], assignment: dict[str, str]) -> str
 
     spread = [g for g, c in per_gen.items() if all(c[split] for split in used)]
     line = (
-        f"split {'/'.join(used)} by class: real {counts(per_class[0])}, "
-        f"fake {counts(per_class[1])}; by generator: {len(spread)} of {len(per_gen)} "
+        f"split {'/'.join(used)} by class: real {counts(per_class[REAL_LABEL])}, "
+        f"fake {counts(per_class[FAKE_LABEL])}; by generator: {len(spread)} of {len(per_gen)} "
         f"generators in every split"
     )
     if len(spread) < len(per_gen):
@@ -113,11 +114,11 @@ def check_split(samples: Sequence[Sample], assignment: dict[str, str]) -> None:
     """Every split needs real and fake images, else metrics and thresholds are meaningless."""
     for split in SPLITS:
         labels = {s.label for s in samples if assignment[s.path] == split}
-        if labels != {0, 1}:
-            n_real = sum(s.label == 0 for s in samples)
+        if labels != {REAL_LABEL, FAKE_LABEL}:
+            n_real = sum(s.label == REAL_LABEL for s in samples)
             raise DataError(
                 f"too few images for an 80/10/10 split: the {split} split has no "
-                f"{'real' if 0 not in labels else 'fake'} image ({len(samples)} images, "
+                f"{REAL if REAL_LABEL not in labels else FAKE} image ({len(samples)} images, "
                 f"{n_real} real, {len(samples) - n_real} fake, "
                 f"{len({s.group for s in samples})} groups)",
                 hint="use at least ~10 real and ~10 fake images in separate groups",

@@ -50,25 +50,18 @@ from ..fit.config import (
     TrainConfig,
     config_from_settings,
 )
-from ..fit.run_settings import DEFAULTS, KEYS, STUDY_KEYS, canonical, hashed, resolve
+from ..fit.run_settings import KEYS, STUDY_KEYS, canonical, hashed, resolve
 from ..models.registry import get_spec
 from ._builtin_grids import BUILTIN_GRIDS, QUICK_OVERRIDES
 
 __all__ = [
-    "BUILTIN_GRIDS",
-    "DEFAULTS",
-    "KEYS",
     "MODES_GRID",
-    "QUICK_OVERRIDES",
-    "STUDY_KEYS",
     "Grid",
     "RunSpec",
-    "canonical",
     "grid_toml",
     "load_grid",
     "parse_grid",
     "read_grid_file",
-    "resolve",
 ]
 
 

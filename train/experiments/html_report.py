@@ -26,10 +26,11 @@ from matplotlib.ticker import MaxNLocator
 
 from dfscan.scanner import __version__
 from dfscan.scanner.formatting import num
+from dfscan.scanner.labels import REAL
 
-from ..data.folder import REAL
 from ..fit.plots import draw_confusion
-from .grid import KEYS, Grid, grid_toml
+from ..fit.run_settings import KEYS
+from .grid import Grid, grid_toml
 from .results_table import generators_of, is_text_column, table_cells
 
 CSS = """

@@ -14,7 +14,8 @@ from typing import Any
 from dfscan.scanner.formatting import duration, num, pct, shorten
 
 from ..fit.config import augment_name
-from .grid import KEYS, RunSpec
+from ..fit.run_settings import KEYS
+from .grid import RunSpec
 from .run_store import ERROR, RESULT, is_stale, read_json
 
 METRIC_COLUMNS = (

@@ -26,24 +26,13 @@ from rich.console import Console
 
 from dfscan.scanner.errors import DfscanError
 from dfscan.scanner.formatting import num
+from dfscan.scanner.labels import REAL
 
-from ..data.folder import REAL
 from ..data.split import write_split
 from ..fit.loop import prepare_split, warn_unreadable
-from .grid import (
-    BUILTIN_GRIDS,
-    DEFAULTS,
-    KEYS,
-    QUICK_OVERRIDES,
-    Grid,
-    RunSpec,
-    canonical,
-    grid_toml,
-    load_grid,
-    parse_grid,
-)
+from .grid import Grid, RunSpec, grid_toml
 from .html_report import plot_confusion_strip, write_report
-from .results_table import collect_rows, markdown_table, table_cells, write_tables
+from .results_table import collect_rows, write_tables
 from .run_store import (
     ERROR,
     RESULT,
@@ -55,23 +44,10 @@ from .run_store import (
     write_json,
 )
 
-__all__ = [  # the grid and table names are imported from here too
-    "BUILTIN_GRIDS",
-    "DEFAULTS",
-    "KEYS",
-    "QUICK_OVERRIDES",
+__all__ = [
     "ExperimentsResult",
-    "Grid",
-    "RunSpec",
-    "canonical",
-    "collect_rows",
-    "grid_toml",
-    "load_grid",
-    "markdown_table",
-    "parse_grid",
     "pick_cam_images",
     "run_experiments",
-    "table_cells",
     "write_results",
 ]
 

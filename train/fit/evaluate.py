@@ -16,12 +16,14 @@ from rich.table import Table
 
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.formatting import num, pct
+from dfscan.scanner.labels import REAL
 
-from ..data.folder import REAL, Sample, scan_dataset
+from ..data.folder import Sample, scan_dataset
 from ..data.loaders import ImageDataset
 from ..data.split import SPLITS
 from ..models.checkpoint import load_checkpoint
-from .loop import make_loader, prepare_split, split_metrics, warn_unreadable
+from .fitting import make_loader, split_metrics
+from .loop import prepare_split, warn_unreadable
 from .plots import plot_confusion
 from .predict import predict, resolve_device
 

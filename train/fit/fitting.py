@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dfscan.scanner.formatting import NA, num
+from dfscan.scanner.labels import REAL_LABEL
 
 from ..data.folder import Sample
 from ..data.loaders import ImageDataset, collate
@@ -245,7 +246,7 @@ def fit_lbfgs(job: FitJob) -> None:
     val = predict(model, make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed), device)
     # a few dozen val reals set a noisy quantile: pool them with the training reals'
     # out-of-fold scores (photos, or whole sources, their fold's head never saw), many more
-    pooled = cfg.target_fpr > 0 and bool((head.oof_labels == 0).any())
+    pooled = cfg.target_fpr > 0 and bool((head.oof_labels == REAL_LABEL).any())
     also = (head.oof_p_fake, head.oof_labels) if pooled else None
     threshold, val_metrics = calibrate(val, val_set.samples, cfg.target_fpr, also)
     rule = threshold_rule(cfg.target_fpr, pooled, fit["cv_reals"] == "sources")

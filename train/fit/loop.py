@@ -16,6 +16,7 @@ from torch import nn
 
 from dfscan.scanner.errors import DataError, ModelError
 from dfscan.scanner.formatting import NA, num
+from dfscan.scanner.labels import FAKE_LABEL, REAL_LABEL
 from dfscan.scanner.model.preprocess import PreprocessConfig
 
 from ..data.folder import Sample, scan_dataset
@@ -37,17 +38,16 @@ from ..models.checkpoint import (
     write_atomic,
 )
 from ..models.registry import create_model
-
-# TrainConfig and its helpers lived here; callers import them from either module
-from .config import KEEP as KEEP
-from .config import SETTINGS as SETTINGS
 from .config import TrainConfig
-from .config import config_from_settings as config_from_settings
-from .fitting import FitJob, FitProgress, fit_lbfgs, fit_sgd, progress_bar
-from .fitting import calibrate as calibrate
-from .fitting import make_loader as make_loader
-from .fitting import split_metrics as split_metrics
-from .fitting import write_history as write_history
+from .fitting import (
+    FitJob,
+    FitProgress,
+    fit_lbfgs,
+    fit_sgd,
+    make_loader,
+    progress_bar,
+    split_metrics,
+)
 from .metrics import threshold_rule
 from .predict import predict, resolve_device
 
@@ -73,7 +73,7 @@ class SplitData:
         return {
             "root": str(self.root),
             "split_hash": self.hash,
-            "generators": sorted({s.generator for s in self.samples if s.label == 1}),
+            "generators": sorted({s.generator for s in self.samples if s.label == FAKE_LABEL}),
             "counts": counts,
             "balance": describe_split(self.samples, self.assignment),
             "unreadable": len(self.unreadable),
@@ -226,7 +226,7 @@ def _synthetic_fakes(cfg: TrainConfig, data: SplitData, console: Console) -> lis
         return []
     from ..data.synth import make_fakes
 
-    reals = [s for s in data.subset("train") if s.label == 0]
+    reals = [s for s in data.subset("train") if s.label == REAL_LABEL]
     started = time.perf_counter()
     with progress_bar(console) as progress:
         task = progress.add_task("synthetic fakes", total=len(reals), loss=0.0)

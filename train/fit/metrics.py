@@ -19,9 +19,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from dfscan.scanner.labels import FAKE_LABEL, REAL, REAL_LABEL
 from dfscan.scanner.scan.calibrate import fpr_threshold
-
-from ..data.folder import REAL
 
 THRESHOLD_RULE = "eer_on_val"  # stored next to the threshold in checkpoints and reports
 
@@ -46,9 +45,9 @@ def calibrated_threshold(y: np.ndarray, p: np.ndarray, target_fpr: float = 0.0) 
     vary less across generators than fakes do: the EER point moves with every unseen generator.
     """
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
-    if target_fpr <= 0 or not (y == 0).any():
+    if target_fpr <= 0 or not (y == REAL_LABEL).any():
         return eer_threshold(y, p)
-    return fpr_threshold(p[y == 0].tolist(), target_fpr)  # the rule calibrate uses too
+    return fpr_threshold(p[y == REAL_LABEL].tolist(), target_fpr)  # the rule calibrate uses too
 
 
 def eer_threshold(y: np.ndarray, p: np.ndarray) -> float:
@@ -74,8 +73,8 @@ def binary_metrics(y: Sequence[int], p: Sequence[float], threshold: float) -> di
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_arr, pred, average="weighted", zero_division=0
     )
-    cm = confusion_matrix(y_arr, pred, labels=[0, 1])
-    n_real, n_fake = int(cm[0].sum()), int(cm[1].sum())
+    cm = confusion_matrix(y_arr, pred, labels=[REAL_LABEL, FAKE_LABEL])
+    n_real, n_fake = int(cm[REAL_LABEL].sum()), int(cm[FAKE_LABEL].sum())
     return {
         "n": len(y_arr),
         "n_real": n_real,
@@ -87,8 +86,8 @@ def binary_metrics(y: Sequence[int], p: Sequence[float], threshold: float) -> di
         "f1_weighted": float(f1),
         "ap": _safe(average_precision_score, y_arr, p_arr),
         "roc_auc": _safe(roc_auc_score, y_arr, p_arr),
-        "fpr_real": float(cm[0, 1] / n_real) if n_real else None,
-        "tpr_fake": float(cm[1, 1] / n_fake) if n_fake else None,
+        "fpr_real": float(cm[REAL_LABEL, FAKE_LABEL] / n_real) if n_real else None,
+        "tpr_fake": float(cm[FAKE_LABEL, FAKE_LABEL] / n_fake) if n_fake else None,
         "confusion": cm.tolist(),  # rows: true real/fake; cols: predicted real/fake
     }
 
@@ -104,7 +103,7 @@ def per_generator(
     """
     y_arr, p_arr = np.asarray(y, dtype=int), np.asarray(p, dtype=np.float64)
     gens = np.asarray(generators)
-    real_mask = y_arr == 0
+    real_mask = y_arr == REAL_LABEL
     out: dict[str, dict[str, Any]] = {}
     for gen in sorted(set(generators), key=lambda g: (g != REAL, g)):
         mask = gens == gen

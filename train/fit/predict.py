@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dfscan.scanner.labels import FAKE_LABEL
+
 
 @dataclass
 class Predictions:
@@ -21,7 +23,9 @@ class Predictions:
     @property
     def accuracy_at_half(self) -> float:
         return (
-            float(((self.p_fake >= 0.5) == (self.labels == 1)).mean()) if len(self.labels) else 0.0
+            float(((self.p_fake >= 0.5) == (self.labels == FAKE_LABEL)).mean())
+            if len(self.labels)
+            else 0.0
         )
 
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from dfscan.scanner.errors import ModelError
-from dfscan.scanner.labels import is_fake_generator
+from dfscan.scanner.labels import REAL_LABEL, is_fake_generator
 
 from ..data.folder import Sample
 from ..models.detector import Detector, RunningStandardize
@@ -185,7 +185,7 @@ def cv_sources(views: Sequence[Sample], mode: str, k: int = CV_FOLDS) -> list[st
     folds without reals, whose fakes then get no out-of-fold score)."""
     if mode != "sources":
         return None
-    reals = [s.source for s in views if s.label == 0]
+    reals = [s.source for s in views if s.label == REAL_LABEL]
     if not reals or not all(reals) or len(set(reals)) < k:
         return None
     return [s.source for s in views]

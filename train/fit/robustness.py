@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy.stats import rankdata
 
+from dfscan.scanner.labels import FAKE_LABEL, REAL_LABEL
+
 FPR_TARGET = 0.05  # detection rate is reported at this false-positive rate on real images
 BOOTSTRAP = 1000
 CI = 0.95
@@ -45,7 +47,7 @@ DEGRADATIONS: dict[str, Callable[[Image.Image], Image.Image] | None] = {
 
 def tpr_at_fpr(y: np.ndarray, p: np.ndarray, fpr: float = FPR_TARGET) -> float | None:
     """Share of fakes scored above the (1 − fpr) quantile of the real scores."""
-    real, fake = p[y == 0], p[y == 1]
+    real, fake = p[y == REAL_LABEL], p[y == FAKE_LABEL]
     if not len(real) or not len(fake):
         return None
     cut = np.quantile(real, 1.0 - fpr, method="higher")
@@ -56,9 +58,9 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Mann-Whitney form of ROC-AUC (ties count half): sklearn's value, fast enough to
     bootstrap a thousand times."""
     ranks = rankdata(p)
-    n_fake = int((y == 1).sum())
+    n_fake = int((y == FAKE_LABEL).sum())
     n_real = len(y) - n_fake
-    return float((ranks[y == 1].sum() - n_fake * (n_fake + 1) / 2) / (n_real * n_fake))
+    return float((ranks[y == FAKE_LABEL].sum() - n_fake * (n_fake + 1) / 2) / (n_real * n_fake))
 
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
@@ -86,7 +88,7 @@ def bootstrap_indices(
 ) -> list[np.ndarray]:
     """``n`` resamples of the image indices: groups drawn with replacement within each class."""
     by_class: list[list[np.ndarray]] = []
-    for label in (0, 1):
+    for label in (REAL_LABEL, FAKE_LABEL):
         members: dict[str, list[int]] = {}
         for i in np.flatnonzero(y == label):
             members.setdefault(groups[i], []).append(int(i))

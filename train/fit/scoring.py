@@ -13,7 +13,7 @@ def predict_images(
     model: torch.nn.Module, dataset: ImageDataset, workers: int, device: torch.device
 ) -> np.ndarray:
     """p_fake of every item of ``dataset`` in order (mean over its views; NaN if unreadable)."""
-    from .loop import make_loader
+    from .fitting import make_loader
 
     preds = predict(model, make_loader(dataset, 32, workers, False, 0), device)
     total = np.zeros(len(dataset))

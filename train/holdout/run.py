@@ -25,6 +25,7 @@ from rich.console import Console
 
 from dfscan.scanner.errors import DataError, DfscanError
 from dfscan.scanner.formatting import num, pct
+from dfscan.scanner.labels import FAKE_LABEL, REAL_LABEL
 
 from ..data.folder import scan_dataset
 from ..data.split import read_split, write_split
@@ -39,8 +40,7 @@ from ..fit.robustness import (
 )
 from .binomial import clopper_pearson
 from .split import plan_folds
-from .table import families_of, interval
-from .table import markdown as markdown
+from .table import families_of, interval, markdown
 
 RESULT = "holdout.json"
 PLAN = "plan.json"
@@ -155,7 +155,10 @@ def score_fold(
     y = np.asarray([s.label for s in test])
     groups = [s.group for s in test]
     draws = bootstrap_indices(y, groups, np.random.default_rng(seed), BOOTSTRAP)
-    result: dict[str, Any] = {"n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())}
+    result: dict[str, Any] = {
+        "n_real": int((y == REAL_LABEL).sum()),
+        "n_fake": int((y == FAKE_LABEL).sum()),
+    }
     resamples: dict[str, list[float | None]] = {}
     for name, degrade in DEGRADATIONS.items():
         ds = ImageDataset(data, test, loaded.config.preprocess, None, degrade=degrade)
@@ -169,13 +172,13 @@ def score_fold(
             clean = p
     threshold = loaded.threshold
     result["threshold"] = threshold
-    result |= false_positives(clean[y == 0], threshold)
-    result["tpr_at_threshold"] = float((clean[y == 1] >= threshold).mean())
-    result["real_sources"] = sorted({s.source for s in test if s.label == 0 and s.source})
+    result |= false_positives(clean[y == REAL_LABEL], threshold)
+    result["tpr_at_threshold"] = float((clean[y == FAKE_LABEL] >= threshold).mean())
+    result["real_sources"] = sorted({s.source for s in test if s.label == REAL_LABEL and s.source})
     fam = np.asarray([families.get(s.path, s.generator) for s in test])
     per_family = {}
-    for family in sorted(set(fam[y == 1])):
-        mask = (fam == family) | (y == 0)
+    for family in sorted(set(fam[y == FAKE_LABEL])):
+        mask = (fam == family) | (y == REAL_LABEL)
         point, _ = scores_with_ci(y[mask], clean[mask], [])
         per_family[family] = {
             "n": int((fam == family).sum()),

@@ -31,8 +31,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.labels import FAKE_LABEL, REAL, REAL_LABEL
 
-from ..data.folder import REAL, Sample
+from ..data.folder import Sample
 from ..data.split import make_split
 
 HOLDOUTS = ("families", "generators")
@@ -65,13 +66,13 @@ class FoldPlan:
         rows = []
         for name in self.names:
             members = [s for s in self.samples if self.fold[s.path] == name]
-            families = sorted({self.family[s.path] for s in members if s.label == 1})
-            sources = Counter(s.source for s in members if s.label == 0 and s.source)
+            families = sorted({self.family[s.path] for s in members if s.label == FAKE_LABEL})
+            sources = Counter(s.source for s in members if s.label == REAL_LABEL and s.source)
             rows.append(
                 {
                     "fold": name,
-                    "real": sum(s.label == 0 for s in members),
-                    "fake": sum(s.label == 1 for s in members),
+                    "real": sum(s.label == REAL_LABEL for s in members),
+                    "fake": sum(s.label == FAKE_LABEL for s in members),
                     "families": families,
                     "sources": dict(sorted(sources.items())),
                 }
@@ -155,7 +156,7 @@ def plan_folds(
     samples = [_with_file_info(s, info.get(s.path, {})) for s in samples]
     family = {
         s.path: REAL
-        if s.label == 0
+        if s.label == REAL_LABEL
         else (info[s.path].get("family", s.generator) if holdout == "families" else s.generator)
         for s in samples
     }
@@ -164,7 +165,7 @@ def plan_folds(
         fold = {s.path: given[s.path] for s in samples}
     else:
         fold = _make_folds(samples, family, n_folds, seed)
-    if reals == "sources" and any(s.source for s in samples if s.label == 0):
+    if reals == "sources" and any(s.source for s in samples if s.label == REAL_LABEL):
         fold = _reals_by_source(samples, fold)
     else:
         reals = "groups"
@@ -184,7 +185,7 @@ def plan_folds(
 def _with_file_info(sample: Sample, row: dict[str, str]) -> Sample:
     """The folds file's group, and for a real image its source, over the folder's."""
     group = row.get("group", sample.group)
-    source = row.get("source", sample.source) if sample.label == 0 else sample.source
+    source = row.get("source", sample.source) if sample.label == REAL_LABEL else sample.source
     return replace(sample, group=group, source=source)
 
 
@@ -194,7 +195,7 @@ def _reals_by_source(samples: Sequence[Sample], fold: dict[str, str]) -> dict[st
     those fakes (they share a group); one whose photos feed fakes in two folds cannot be held
     out, and is an error."""
     names = sorted(set(fold.values()), key=_natural)
-    reals = [s for s in samples if s.label == 0]
+    reals = [s for s in samples if s.label == REAL_LABEL]
     unknown = [s.path for s in reals if not s.source]
     if unknown:
         raise DataError(
@@ -208,7 +209,7 @@ def _reals_by_source(samples: Sequence[Sample], fold: dict[str, str]) -> dict[st
             f"{len(size)} real sources cannot fill {len(names)} folds",
             hint="use fewer folds (--n-folds) or --holdout-reals groups",
         )
-    fake_fold = {s.group: fold[s.path] for s in samples if s.label == 1}
+    fake_fold = {s.group: fold[s.path] for s in samples if s.label == FAKE_LABEL}
     pinned: dict[str, set[str]] = defaultdict(set)
     for s in reals:
         if s.group in fake_fold:
@@ -228,7 +229,9 @@ def _reals_by_source(samples: Sequence[Sample], fold: dict[str, str]) -> dict[st
         if source not in fold_of_source:
             fold_of_source[source] = min(names, key=lambda k: (load[k], _natural(k)))
             load[fold_of_source[source]] += count
-    return {s.path: fold_of_source[s.source] if s.label == 0 else fold[s.path] for s in samples}
+    return {
+        s.path: fold_of_source[s.source] if s.label == REAL_LABEL else fold[s.path] for s in samples
+    }
 
 
 def _make_folds(
@@ -237,7 +240,7 @@ def _make_folds(
     """Fake families whole to the lightest fold (largest first); real groups round-robin."""
     if n_folds < 2:
         raise DataError(f"--n-folds must be at least 2, not {n_folds}")
-    fakes = Counter(family[s.path] for s in samples if s.label == 1)
+    fakes = Counter(family[s.path] for s in samples if s.label == FAKE_LABEL)
     if len(fakes) < n_folds:
         raise DataError(
             f"{len(fakes)} fake families cannot fill {n_folds} folds",
@@ -251,9 +254,9 @@ def _make_folds(
         load[k] += count
     fold_of_group: dict[str, int] = {}
     for s in samples:  # a group holding fakes follows them (a fake made from a real)
-        if s.label == 1:
+        if s.label == FAKE_LABEL:
             fold_of_group.setdefault(s.group, fold_of_family[family[s.path]])
-    real_groups = sorted({s.group for s in samples if s.label == 0} - set(fold_of_group))
+    real_groups = sorted({s.group for s in samples if s.label == REAL_LABEL} - set(fold_of_group))
     order = np.random.default_rng(seed).permutation(len(real_groups))
     for i, j in enumerate(order):
         fold_of_group[real_groups[j]] = i % n_folds

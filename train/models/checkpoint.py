@@ -15,10 +15,10 @@ import torch
 
 from dfscan.scanner import __version__
 from dfscan.scanner.errors import ModelError
+from dfscan.scanner.labels import CLASSES
 from dfscan.scanner.model.preprocess import PreprocessConfig
 from dfscan.scanner.model.spec import UNCALIBRATED, DetectorSpec, SpecView, Threshold, legacy_spec
 
-from ..data.folder import CLASSES
 from ._checkpoint_format import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
