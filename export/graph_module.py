@@ -14,7 +14,6 @@ from dfscan.train.models.frontend import FFTFrontend
 
 InputDType = Literal["uint8", "float32"]
 INPUT_DTYPES: tuple[InputDType, ...] = ("uint8", "float32")
-TORCH_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 
 
 class ExportedDetector(nn.Module):

@@ -52,7 +52,6 @@ NETS: dict[str, SynthNet] = {
         SynthNet("animevideo-x4", "realesr-animevideov3-x4", 4),
     )
 }
-DEFAULT_NETS = tuple(NETS)
 
 
 def models_dir() -> Path:
