@@ -115,7 +115,7 @@ def create(model: str, tag: str, weights: str | None) -> nn.Module:
         )
     except Exception as exc:  # hub, HTTP and file errors of many types
         if not download:
-            raise
+            raise ModelError(f"open_clip could not build {model}: {first_line(exc)}") from exc
         raise ModelError(
             f"could not fetch open_clip's {model} {tag} weights: {first_line(exc)}",
             hint="offline: pass --weights PATH (a state dict of the .visual tower), or use "
