@@ -28,9 +28,10 @@ import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from itertools import islice
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import DataError
+from ..model.detector import Detector
 from .core import Scored, read_and_decode, score_batch
 from .discovery import Found
 from .options import RayOptions  # (declared there with its defaults and help)
@@ -57,7 +58,7 @@ def _failure_record(exc: BaseException) -> str:
     )
 
 
-def _raise_failure(record: dict[str, Any]) -> None:
+def _raise_failure(record: dict[str, Any]) -> NoReturn:
     """Raise the exception an actor sent back, with its traceback as a note (``--debug``)."""
     exc: BaseException
     try:
@@ -82,13 +83,11 @@ class ScoreActor:
         self.failure: Exception | None = None
         try:
             self.detector = self._load(model, device, threads)
-        except Exception as exc:  # reported with the first batch, as the driver expects
+        except Exception as exc:  # sent back with each batch: the driver stops on the first
             self.failure = exc
 
     @staticmethod
-    def _load(model: Any, device: str, threads: int) -> Any:
-        from ..model.detector import Detector
-
+    def _load(model: Any, device: str, threads: int) -> Detector:
         if not isinstance(model, bytes):  # an ObjectRef, when Ray hands it over unresolved
             import ray
 
@@ -114,7 +113,7 @@ class ScoreActor:
             return {"record": [_failure_record(exc)]}
 
 
-def _scored(text: str) -> Scored:
+def received(text: str) -> Scored:
     """One record from an actor: a file's outcome, or the failure that stops the scan."""
     record = json.loads(text)
     if _FAILURE in record:
@@ -183,7 +182,7 @@ class RayEngine:
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for record in batch["record"]:
-                    yield _scored(str(record))
+                    yield received(str(record))
 
     def close(self) -> None:
         if self.started:

@@ -13,7 +13,8 @@ from PIL import Image, UnidentifiedImageError
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.model.detector import Detector
 from dfscan.scanner.model.preprocess import PreprocessConfig
-from dfscan.scanner.scan.discovery import Found, walk
+from dfscan.scanner.scan.core import read_and_decode
+from dfscan.scanner.scan.discovery import DiscoveryStats, Found, discover, walk
 from dfscan.scanner.scan.pipeline import decode, score
 from dfscan.scanner.scan.run import ScanOptions, run_scan
 
@@ -167,3 +168,44 @@ def test_nan_scores_become_error_rows(tmp_path: Path, detector: Detector, monkey
     monkeypatch.setattr(detector, "run", lambda images: np.full(len(images), np.nan))
     (scored,) = score([Found(str(path), "g")], detector, workers=0)
     assert scored.p_fake is None and "NaN" in scored.error
+
+
+def test_the_ray_actors_decoding_gives_the_local_engines_pixels_and_errors(tmp_path: Path):
+    """The actors read each file's bytes and decode those (:func:`read_and_decode`); the local
+    engine decodes the path: the same pixels, and the same error words, naming the file."""
+    root = tmp_path / "data"
+    write_awkward_files(root)
+    files = [*discover([root], DiscoveryStats()), Found(str(root / "gone.png"), "g")]
+    cfg = PreprocessConfig(size=16)
+    for found in files:
+        local, actor = decode(found, cfg), read_and_decode(found, cfg, provenance=False)
+        assert actor.error == local.error, found.path
+        assert (actor.width, actor.height, actor.format, actor.animated) == (
+            local.width, local.height, local.format, local.animated,
+        ), found.path  # fmt: skip
+        if local.pixels is None:
+            assert actor.pixels is None, found.path
+        else:
+            assert actor.pixels is not None and np.array_equal(actor.pixels, local.pixels)
+    errors = [decode(found, cfg).error or "" for found in files]
+    assert sum("not a readable image" in e for e in errors) >= 4
+    assert not any("BytesIO" in e for e in errors)
+
+
+def test_a_failing_scorer_stops_the_local_scan_with_no_rows(
+    tmp_path: Path, brightness_onnx: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A bug while scoring (here the model run raising RuntimeError) is no error row: the
+    exception itself leaves run_scan, as from the Ray engine (test_scan_ray.py)."""
+    for i in range(3):
+        write_image(tmp_path / "data" / f"{i}.png", grey(i))
+    detector = Detector.from_onnx(brightness_onnx, "cpu")
+
+    def broken(images):
+        raise RuntimeError("the scorer broke")
+
+    monkeypatch.setattr(detector, "run", broken)
+    out = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError, match="the scorer broke"):
+        run_scan(ScanOptions([tmp_path / "data"], brightness_onnx, csv=out), detector=detector)
+    assert read_rows(out) == []

@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from dfscan.scanner.cli.app import app
-from dfscan.scanner.errors import DataError, MissingExtra
+from dfscan.scanner.cli.app import EXIT_BUG, app
+from dfscan.scanner.errors import DataError, ExitCode, MissingExtra, ModelError
+from dfscan.scanner.model.detector import Detector
 from dfscan.scanner.scan import engine_ray
+from dfscan.scanner.scan.discovery import Found
 from dfscan.scanner.scan.engine_ray import RayOptions
 from dfscan.scanner.scan.run import ScanOptions, run_scan
 from dfscan.scanner.scan.sources import require
@@ -21,7 +25,7 @@ from dfscan.scanner.scan.sources import require
 from ..conftest import decompression_bomb_png, write_image
 from ..onnx_models import grey
 from ..provenance_files import FRONT_ENDS, png_with_text, save_with_exif
-from .test_scan_run import StopAfter
+from .test_scan_run import StopAfter, _run_main
 
 ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "dfscan[ray]")')
 pytestmark = pytest.mark.slow
@@ -103,7 +107,8 @@ def assert_same_rows(local: dict, remote: dict, rename=lambda p: p) -> None:
     assert sorted(map(rename, local)) == sorted(remote)
     for path, a in local.items():
         b = remote[rename(path)]
-        assert bool(a["error"]) == bool(b["error"]), path
+        # the same words for a broken file, each naming its own path
+        assert a["error"].replace(path, "<file>") == b["error"].replace(rename(path), "<file>")
         if a["p_fake"]:
             assert abs(float(a["p_fake"]) - float(b["p_fake"])) <= 1e-5, path
         same = ("verdict", "generator", "width", "height", "format", "provenance", "model_sha256")
@@ -220,3 +225,66 @@ def test_bench_engine_ray(tmp_path, local_ray):
     assert [r["workers"] for r in ray_rows] == [1, 2]
     assert all(r["images"] == 4 and r["images_per_s"] > 0 for r in ray_rows)
     assert "Ray engine scan" in done.output
+
+
+def test_an_actor_sends_a_failure_back_to_be_raised_as_itself(tmp_path, brightness_onnx):
+    """In-process (no cluster): a file's outcome comes back as a record of Scored's fields; an
+    exception from scoring or from loading the model comes back as itself, with its exit code."""
+    image = write_image(tmp_path / "a.png", grey(51))
+    batch = {"item": [json.dumps(asdict(Found(str(image), "g")))]}
+    actor = engine_ray.ScoreActor(brightness_onnx.read_bytes(), "cpu", 1, provenance=False)
+    (record,) = actor(batch)["record"]
+    assert engine_ray.received(record).p_fake == pytest.approx(0.2, abs=1e-6)
+
+    def broken(images):
+        raise RuntimeError("the scorer broke")
+
+    actor.detector.run = broken
+    with pytest.raises(RuntimeError, match="the scorer broke") as info:
+        engine_ray.received(actor(batch)["record"][0])
+    notes = getattr(info.value, "__notes__", ["raised in a Ray actor: in broken"])
+    assert "raised in a Ray actor" in notes[0] and "in broken" in notes[0]  # the traceback
+    unloadable = engine_ray.ScoreActor(b"not a model", "cpu", 1, provenance=False)
+    with pytest.raises(ModelError) as model_info:
+        engine_ray.received(unloadable(batch)["record"][0])
+    assert model_info.value.exit_code == ExitCode.MODEL
+
+
+def test_a_bug_stops_a_ray_scan_as_it_stops_a_local_one(
+    tmp_path, brightness_onnx, local_ray, monkeypatch, capsys
+):
+    """The scorer raising RuntimeError (in every actor, and in the local engine's detector):
+    no rows, and the CLI exits 70 with the same line, naming the exception itself."""
+    monkeypatch.setenv("DFSCAN_DEBUG", "0")
+    data = tmp_path / "data"
+    for i in range(3):
+        write_image(data / f"{i}.png", grey(i))
+
+    class BrokenScorer(engine_ray.ScoreActor):  # sent to the actors by value (a local class)
+        @staticmethod
+        def _load(model, device, threads):
+            detector = engine_ray.ScoreActor._load(model, device, threads)
+
+            def broken(images):
+                raise RuntimeError("the scorer broke")
+
+            detector.run = broken
+            return detector
+
+    monkeypatch.setattr(engine_ray, "ScoreActor", BrokenScorer)
+
+    def broken_run(self, images):  # the local engine's detector (the driver's process)
+        raise RuntimeError("the scorer broke")
+
+    monkeypatch.setattr(Detector, "run", broken_run)
+    said = {}
+    for engine in ("local", "ray"):
+        args = ["scan", str(data), "-m", str(brightness_onnx), "--engine", engine]
+        out = tmp_path / f"{engine}.csv"
+        code = _run_main(monkeypatch, *args, "--workers", "1", "--csv", str(out))
+        lines = capsys.readouterr().err.splitlines()
+        said[engine] = code, [line for line in lines if line.startswith(("error:", "hint:"))]
+        assert rows(out) == {}, engine  # no error rows
+    assert said["ray"] == said["local"]
+    assert said["local"][0] == EXIT_BUG
+    assert said["local"][1][0] == "error: internal error (a bug): RuntimeError: the scorer broke"

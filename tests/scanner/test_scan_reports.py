@@ -1,11 +1,13 @@
 """Reports: rows survive the round trip, a write cut at any byte is repaired, resume is exact."""
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from dfscan.scanner.errors import DataError
+from dfscan.scanner.scan.core import SCORED_FIELDS, Scored
 from dfscan.scanner.scan.reports import (
     COLUMNS,
     LEGACY_COLUMNS,
@@ -238,3 +240,34 @@ def test_resume_repairs_the_cut_row_and_makes_csv_and_jsonl_agree(tmp_path: Path
 def test_resume_needs_a_report(tmp_path: Path):
     with pytest.raises(DataError, match="--resume needs"):
         open_reports(None, None, "resume", 0.5, SHA)
+
+
+def full_outcome() -> Scored:
+    """A file's outcome with a value in every field (none empty, so each shows in a report)."""
+    detail = '{"png":{"tool":"comfyui"}}'
+    values = dict(path="data/gan/a.png", generator="gan", p_fake=0.75, width=64, height=48)
+    values.update(format="PNG", animated=True, error="x", provenance="png:comfyui")
+    return Scored(**values, provenance_detail=detail)
+
+
+def test_columns_are_declared_once_and_every_report_and_record_carries_them(tmp_path: Path):
+    """Row's fields are the CSV header, the JSONL keys and what the scan fills from a file's
+    outcome: a field added to Row (or Scored) and not carried everywhere fails here."""
+    scored = full_outcome()
+    assert set(scored.to_record()) == set(SCORED_FIELDS)  # the Ray actors' record
+    assert Scored.from_record(json.loads(json.dumps(scored.to_record()))) == scored
+    row = Row.from_scored(scored, 0.5, SHA)
+    decided = {"verdict": "fake", "threshold": 0.5, "model_sha256": SHA}
+    assert set(COLUMNS) - set(SCORED_FIELDS) == set(decided)  # the rest comes from Scored
+    for name in COLUMNS:
+        assert getattr(row, name) == decided.get(name, getattr(scored, name, None)), name
+    csv_path, jsonl_path = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    write_all(CsvReport, csv_path, [row])
+    write_all(JsonlReport, jsonl_path, [row])
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        (header, cells) = list(csv.reader(f))
+    assert header == list(COLUMNS) and all(cells), dict(zip(header, cells, strict=True))
+    record = json.loads(jsonl_path.read_text(encoding="utf-8"))
+    assert list(record) == list(COLUMNS) and None not in record.values()
+    for reader, path in ((read_csv_report, csv_path), (read_jsonl_report, jsonl_path)):
+        assert collect(reader, path)[0] == [row], path  # and every column is read back
