@@ -51,7 +51,7 @@ def pretrained_model(config: ModelConfig, weights: str = "imagenet") -> Detector
     spec = config.spec
     model = create_model(
         spec.arch,
-        spec.input,  # type: ignore[arg-type]
+        spec.input,  # type: ignore[arg-type]  # a str in the spec; create_model checks INPUTS
         weights=weights,
         train_layers=config.train_layers,
         size=spec.preprocess.size,

@@ -106,6 +106,7 @@ def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
         options = {f.name: kwargs.pop(f.name) for f in fields}
         command(**kwargs, options=options)
 
+    # functions declare no __signature__; inspect (and so typer) reads it when it is set
     wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
     return wrapper
 

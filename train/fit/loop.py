@@ -148,6 +148,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> TrainResult:
     resume_state = _resume_state(cfg) if cfg.resume else None
     data = _split_for_run(cfg, resumed=resume_state is not None, console=console)
 
+    # preprocess and input are str settings (options, grids) where these take Literals; each
+    # checks the value against its Literal's tuple (MODES, INPUTS) with a one-line error
     preprocess = PreprocessConfig(size=cfg.size, mode=cfg.preprocess)  # type: ignore[arg-type]
     model = create_model(cfg.arch, cfg.input, cfg.weights, cfg.train_layers, cfg.size)  # type: ignore[arg-type]
     model_config = ModelConfig.for_model(cfg.arch, cfg.input, preprocess, model)

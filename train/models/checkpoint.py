@@ -60,7 +60,7 @@ def build_model(config: ModelConfig) -> Detector:
     spec = config.spec
     model = create_model(
         spec.arch,
-        spec.input,  # type: ignore[arg-type]
+        spec.input,  # type: ignore[arg-type]  # a str in the spec; create_model checks INPUTS
         weights="none",
         train_layers=config.train_layers,
         size=spec.preprocess.size,
