@@ -334,6 +334,8 @@ def explain(
     """Grad-CAM of the 'fake' class at each layer: one PNG per image, p_fake in the title."""
     from rich.table import Table
 
+    from dfscan.scanner.labels import FAKE
+
     from .experiments.explain import explain as run_explain
 
     results = run_explain(images, checkpoint, out, layers, device)
@@ -341,7 +343,7 @@ def explain(
     for column in ("image", "p_fake", "verdict", "figure"):
         table.add_column(column, justify="right" if column == "p_fake" else "left")
     for item in results:
-        color = "red" if item.verdict == "fake" else "green"
+        color = "red" if item.verdict == FAKE else "green"
         table.add_row(
             escape(item.source),
             f"{item.p_fake:.3f}",
