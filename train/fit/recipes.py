@@ -1,8 +1,9 @@
 """Named training recipes: a full set of ``dfscan train`` settings behind one name.
 
 ``dfscan train DATA --recipe robust`` starts from the recipe; options given after it override
-it. The keys are :class:`dfscan.train.fit.loop.TrainConfig` fields (``augment`` is a preset name of
-:data:`dfscan.train.data.augment.AUGMENT_PRESETS`), so a grid run may name a recipe too.
+it. The keys are :class:`dfscan.train.fit.config.TrainConfig` fields (``augment`` is a preset
+name of :data:`dfscan.train.data.augment_config.AUGMENT_PRESETS`), so a grid run may name a
+recipe too.
 """
 
 from __future__ import annotations
