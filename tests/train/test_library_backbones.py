@@ -212,3 +212,16 @@ def test_a_checkpoint_of_a_prefixed_arch_round_trips(
     x = _images(2, size)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), model(x), rtol=0, atol=0)
+
+
+def test_dfscan_models_explains_the_prefixes() -> None:
+    from typer.testing import CliRunner
+
+    from dfscan.scanner.cli.app import app
+
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "efficientnet_lite0_stats" in result.output  # the registered names
+    for pattern in ("timm:<name>[+stats]", "open_clip:<model>[:<tag>][+stats]"):
+        assert pattern in result.output
+    assert "+stats: the frozen backbone read at every stage" in result.output

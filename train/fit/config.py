@@ -68,7 +68,11 @@ def augment_name(value: AugmentConfig | bool | str) -> str:
 class TrainConfig:
     data: Path  # data, out and split may be given as str: they are Paths after construction
     out: Path
-    arch: str = setting("resnet50", help="Architecture (see dfscan models).")
+    arch: str = setting(
+        "resnet50",
+        help="Architecture: a name from dfscan models, timm:<name> or "
+        "open_clip:<model>[:<tag>]; +stats reads every stage.",
+    )
     input: str = setting("spatial", help="spatial (pixels) or fft (spectrum).")
     train_layers: str | None = setting(
         None, help="head, all, or stages e.g. layer3,layer4 (default per arch)."
