@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..bench.settings import BenchSettings
 from .options import from_field, with_field_options
-from .support import DEVICE_METAVAR, console, device_value, err_console, report_errors
+from .support import DEVICE_GRAMMAR, console, err_console, report_errors
 
 
 def _rate(x: float | None) -> str:
@@ -149,7 +149,7 @@ def bench(
         typer.Argument(help="Images to measure on; default: synthetic 1024² JPEGs and PNGs."),
     ] = None,
     checkpoint: Path | None = from_field(BenchSettings),
-    device: str = from_field(BenchSettings, parser=device_value, metavar=DEVICE_METAVAR),
+    device: str = from_field(BenchSettings, **DEVICE_GRAMMAR),
     batch_sizes: str = from_field(BenchSettings),
     images: int = from_field(BenchSettings),
     memory_files: str = from_field(BenchSettings),

@@ -20,7 +20,7 @@ from ..formatting import pct
 from ..labels import REAL
 from ..scan.options import Engine, RayOptions, ScanOptions
 from .options import from_field, with_field_options
-from .support import DEVICE_METAVAR, console, device_value, err_console, report_errors
+from .support import DEVICE_GRAMMAR, console, err_console, report_errors
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -266,7 +266,7 @@ def scan(
     summary_json: SummaryJsonOpt = None,
     html: Path | None = from_field(ScanOptions),
     threshold: float | None = from_field(ScanOptions),
-    device: str = from_field(ScanOptions, parser=device_value, metavar=DEVICE_METAVAR),
+    device: str = from_field(ScanOptions, **DEVICE_GRAMMAR),
     batch_size: int = from_field(ScanOptions),
     workers: int | None = from_field(ScanOptions),
     engine: Engine = from_field(ScanOptions),

@@ -77,6 +77,9 @@ def device_value(value: str) -> str:
 
 
 DEVICE_METAVAR = "<auto|cpu|cuda[:N]>"
+DEVICE_GRAMMAR: dict[str, Any] = {"parser": device_value, "metavar": DEVICE_METAVAR}
+"""The ``typer.Option`` keywords of a ``--device`` option (``from_field(..., **DEVICE_GRAMMAR)``
+for one built from a settings field)."""
 
 
 def device_option(help: str, metavar: str | None = DEVICE_METAVAR) -> Any:
