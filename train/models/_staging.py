@@ -146,7 +146,8 @@ def cut_feature_maps(
     ``layer1``…``layer4`` end at the last level of the four deepest strides, the stem at the
     level before them (or just before ``layer1``'s level when there is none). The modules
     between the last level and the end of ``features(net, x)`` (a 1×1 head conv, a final norm)
-    join ``layer4``; ``embed(net, maps)`` pools, on the members named in ``head``.
+    join ``layer4``; the rest, from the first module named in ``head`` on, is the pooling,
+    which ``embed(net, maps)`` runs.
     """
     by_stride: dict[int, str] = {}
     for module, stride in levels:
