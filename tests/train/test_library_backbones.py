@@ -193,6 +193,7 @@ def test_weights_from_a_state_dict_file(tmp_path: Path, clip_arch: str) -> None:
     assert torch.equal(loaded.backbone.pool.proj, tower.proj)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", [f"{TIMM_VIT}+stats", "clip"])
 def test_a_checkpoint_of_a_prefixed_arch_round_trips(
     arch: str, tmp_path: Path, clip_arch: str
