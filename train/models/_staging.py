@@ -150,8 +150,8 @@ def cut_feature_maps(
     which ``embed(net, maps)`` runs.
     """
     by_stride: dict[int, str] = {}
-    for module, stride in levels:
-        by_stride[stride] = module  # the last level of each stride
+    for level, stride in levels:
+        by_stride[stride] = level  # the last level of each stride
     ends = list(by_stride.values())
     if len(ends) < 4:
         raise ModelError(f"{what} has {len(ends)} feature levels; dfscan needs 4 or more")
@@ -192,7 +192,9 @@ def cut_feature_maps(
     source = {
         name: f"{stage}.{i}" for stage, group in groups.items() for i, (name, _) in enumerate(group)
     }
-    stages = {stage: nn.Sequential(*(m for _, m in group)) for stage, group in groups.items()}
+    stages: dict[str, nn.Module] = {
+        stage: nn.Sequential(*(m for _, m in group)) for stage, group in groups.items()
+    }
     check_owned(net, [*stages.values(), pool], what)
     return Cut(stages, pool, num_features, channels, "nchw", source=source)
 

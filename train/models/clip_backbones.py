@@ -25,7 +25,7 @@ from dfscan.scanner.errors import ModelError, first_line
 from ._staging import Cut, NetPart, cut_tokens, members
 from .arch_table import ArchSpec
 from .detector import StagedBackbone
-from .timm_backbones import PROBE, split_stats
+from .timm_backbones import PROBE_LAYERS, split_stats
 from .weights import load_into, read_state_dict
 
 PREFIX = "open_clip:"
@@ -84,14 +84,15 @@ def arch_spec(rest: str) -> ArchSpec:
     """The spec of ``open_clip:<rest>``; nothing is built or downloaded until ``build``."""
     model, tag, stats = parse(rest)
     cfg = preprocess(model, tag)
-    size = cfg["size"]
+    size, mean, std = cfg["size"], cfg["mean"], cfg["std"]
     label = "statistics of every stage" if stats else "projected embedding"
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(model, tag, weights, stats),
-        mean=tuple(cfg["mean"]),  # type: ignore[arg-type]
-        std=tuple(cfg["std"]),  # type: ignore[arg-type]
-        **PROBE,  # type: ignore[arg-type]
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        default_train_layers=PROBE_LAYERS,
+        head_hidden=0,
         description=f"open_clip {model} {tag or '(no weights)'}, {label}",
         short=f"clip-{rest}".replace(":", "-"),
         input_size=size if isinstance(size, int) else int(size[-1]),

@@ -61,7 +61,10 @@ _FORMER_INNER = {
 
 def _blocks(net: nn.Module) -> list[str]:
     """timm's block paths (``blocks.<stage>.<i>``) in order: lukemelas numbers them 0, 1, …"""
-    return [f"blocks.{s}.{i}" for s, stage in enumerate(net.blocks) for i in range(len(stage))]  # type: ignore[arg-type]
+    stages = net.get_submodule("blocks").children()
+    return [
+        f"blocks.{s}.{i}" for s, stage in enumerate(stages) for i, _ in enumerate(stage.children())
+    ]
 
 
 def _inner(net: nn.Module, block: str) -> dict[str, str]:
@@ -141,7 +144,7 @@ def former_paths(net: nn.Module) -> list[str]:
     groups = {"stem": (0,), "layer1": (1,), "layer2": (2,), "layer3": (3, 4), "layer4": (5, 6)}
     paths = []
     for stage, block_stages in groups.items():
-        count = sum(len(net.blocks[b]) for b in block_stages)  # type: ignore[index,arg-type]
+        count = sum(len(list(net.get_submodule(f"blocks.{b}").children())) for b in block_stages)
         first = 1 if stage == "stem" else 0
         paths += [f"{stage}.{first + i}" for i in range(count)]
     return paths

@@ -20,13 +20,13 @@ from torch import Tensor, nn
 from dfscan.scanner.errors import ModelError, first_line
 
 from ._staging import Cut, NetPart, cut_feature_maps, cut_tokens, members
-from .arch_table import ArchSpec
+from .arch_table import IMAGENET_MEAN, IMAGENET_STD, ArchSpec
 from .detector import StagedBackbone
 from .weights import load_into, read_state_dict
 
 PREFIX = "timm:"
 STATS_SUFFIX = "+stats"
-PROBE = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a linear head
+PROBE_LAYERS = ("head",)  # library backbones default to the probe: frozen, a linear head
 HEAD_MODULES = ("global_pool", "head", "fc", "classifier")  # where a timm CNN's pooling starts
 TOKEN_POOL = ("attn_pool", "fc_norm", "head_drop", "head")  # what a timm ViT pools with
 CHECK_SIZE = 64  # the side of the one image a CNN's cut is checked on
@@ -50,16 +50,20 @@ def arch_spec(rest: str) -> ArchSpec:
             hint="list them with python -c \"import timm; print(timm.list_models('vit_*'))\"",
         )
     cfg = timm.get_pretrained_cfg(name)
-    mean, std, size = (cfg.mean, cfg.std, cfg.input_size[-1]) if cfg else ((), (), None)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # timm's own default, for a model without a cfg
+    if cfg and len(cfg.mean) == len(cfg.std) == 3:
+        mean, std = cfg.mean, cfg.std
     label = "statistics of every stage" if stats else "pooled embedding"
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(name, weights, stats),
-        **({"mean": tuple(mean), "std": tuple(std)} if len(mean) == 3 else {}),  # type: ignore[arg-type]
-        **PROBE,  # type: ignore[arg-type]
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
+        default_train_layers=PROBE_LAYERS,
+        head_hidden=0,
         description=f"timm {name}, {label}",
         short=f"timm-{rest}",
-        input_size=size,
+        input_size=cfg.input_size[-1] if cfg else None,
     )
 
 
