@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .model.detector import Detector
     from .model.spec import DetectorSpec
     from .provenance.read import read_provenance
-    from .scan.run import ScanOptions, ScanResult, run_scan
+    from .scan.options import ScanOptions
+    from .scan.run import ScanResult, run_scan
 
 __all__ = [
     "Detector",
@@ -46,7 +47,7 @@ __getattr__ = lazy_attributes(
         "DetectorSpec": ".model.spec",
         "DfscanError": ".errors",
         "ExitCode": ".errors",
-        "ScanOptions": ".scan.run",
+        "ScanOptions": ".scan.options",
         "ScanResult": ".scan.run",
         "builtin_model": ".model.builtin",
         "read_provenance": ".provenance.read",

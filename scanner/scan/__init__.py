@@ -10,7 +10,8 @@ from ..lazy import lazy_attributes
 if TYPE_CHECKING:
     from .calibrate import calibrate
     from .discovery import discover
-    from .run import ScanOptions, ScanResult, run_scan
+    from .options import ScanOptions
+    from .run import ScanResult, run_scan
 
 __all__ = [
     "ScanOptions",
@@ -23,7 +24,7 @@ __all__ = [
 __getattr__ = lazy_attributes(
     __name__,
     {
-        "ScanOptions": ".run",
+        "ScanOptions": ".options",
         "ScanResult": ".run",
         "calibrate": ".calibrate",
         "discover": ".discovery",
