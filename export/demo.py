@@ -103,7 +103,8 @@ def run_demo(cfg: DemoConfig, console: Console, log: Console) -> DemoResult:
     """Data, training, export with the parity check, and a scan of the held-out test images;
     the steps go to ``log``, the scan's summary and where things are to ``console``."""
     from dfscan.scanner.cli.scan import print_summary
-    from dfscan.scanner.scan.run import ScanOptions, run_scan
+    from dfscan.scanner.scan.options import ScanOptions
+    from dfscan.scanner.scan.run import run_scan
     from dfscan.train.data.demo import build_demo_dataset
     from dfscan.train.fit.loop import train
 

@@ -12,7 +12,8 @@ from dfscan.export.exporter import export_checkpoint
 from dfscan.export.torchscript_writer import load_torchscript
 from dfscan.scanner.errors import DataError
 from dfscan.scanner.model.detector import Detector
-from dfscan.scanner.scan.run import ScanOptions, run_scan
+from dfscan.scanner.scan.options import ScanOptions
+from dfscan.scanner.scan.run import run_scan
 from dfscan.train.data.folder import scan_dataset
 from dfscan.train.data.split import make_split, read_split, write_split
 from dfscan.train.experiments.explain import explain
