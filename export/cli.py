@@ -106,10 +106,10 @@ def demo(
         str, typer.Option(help="Training recipe (dfscan train --list-recipes).")
     ] = "robust",
     input: Annotated[
-        str | None, typer.Option(help="Detector input: spatial or fft [the recipe's].")
+        str | None, typer.Option(help="Detector input: spatial or fft \\[the recipe's].")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(min=1, help="Training epochs [the recipe's].")
+        int | None, typer.Option(min=1, help="Training epochs \\[the recipe's].")
     ] = None,
 ) -> None:
     """Build demo data, train a detector (recipe robust), export it, scan the test images."""

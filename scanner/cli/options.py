@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass
 from typing import Annotated, Any, TypeVar, get_origin
 
 import typer
+from rich.markup import escape
 
 from ..fields import OptionField, option_field
 
@@ -41,7 +42,8 @@ def from_field(owner: type, name: str | None = None, **extra: Any) -> Any:
 def typer_option(field: OptionField, **extra: Any) -> Any:
     """The ``typer.Option`` of one field (its default goes on the parameter, Annotated style)."""
     info = field.info
-    options: dict[str, Any] = {"help": info.help, "show_default": info.show_default}
+    # a field's help is plain text (``dfscan[export]``); Rich would read its brackets as markup
+    options: dict[str, Any] = {"help": escape(info.help), "show_default": info.show_default}
     for key in ("min", "max", "metavar"):
         if getattr(info, key) is not None:
             options[key] = getattr(info, key)

@@ -11,6 +11,7 @@ import enum
 from typing import Any
 
 import typer
+from rich.text import Text
 
 HEADER = (
     "# CLI reference\n\n"
@@ -45,15 +46,20 @@ def _names(param: Any) -> str:
     return " ".join(f"`{o}`" for o in opts)
 
 
+def shown(text: str | None) -> str:
+    """The text as the terminal shows it: Rich markup applied, ``\\[`` escapes undone."""
+    return Text.from_markup(text or "").plain
+
+
 def _cell(text: str | None) -> str:
-    return " ".join((text or "").split()).replace("|", "\\|")
+    return " ".join(shown(text).split()).replace("|", "\\|")
 
 
 def command_section(name: str, command: Any, parent: Any) -> str:
     ctx = command.context_class(command, info_name=name, parent=parent)
     usage = " ".join(command.collect_usage_pieces(ctx))
     lines = [f"## `dfscan {name}`", "", "```", f"dfscan {name} {usage}".rstrip(), "```", ""]
-    lines += [(command.help or "").strip(), ""]
+    lines += [shown(command.help).strip(), ""]
     params = [p for p in command.params if p.name != "help" and not getattr(p, "hidden", False)]
     if params:
         lines += ["| argument / option | default | what it does |", "|---|---|---|"]
