@@ -25,7 +25,7 @@ from dfscan.scanner.errors import ModelError, first_line
 from ._staging import Cut, NetPart, cut_tokens, members
 from .arch_table import ArchSpec
 from .detector import StagedBackbone
-from .timm_backbones import PROBE_LAYERS, split_stats
+from .timm_backbones import PROBE_LAYERS, quiet_hub_retries, split_stats
 from .weights import load_into, read_state_dict
 
 PREFIX = "open_clip:"
@@ -111,9 +111,10 @@ def create(model: str, tag: str, weights: str | None) -> nn.Module:
             hint=f"add a tag (open_clip:{model}:<tag>), or pass --weights PATH or none",
         )
     try:
-        clip = open_clip.create_model(
-            model, pretrained=tag if download else None, force_quick_gelu=quick_gelu
-        )
+        with quiet_hub_retries():
+            clip = open_clip.create_model(
+                model, pretrained=tag if download else None, force_quick_gelu=quick_gelu
+            )
     except Exception as exc:  # hub, HTTP and file errors of many types
         if not download:
             raise ModelError(f"open_clip could not build {model}: {first_line(exc)}") from exc

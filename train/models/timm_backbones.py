@@ -12,6 +12,9 @@ default to the probe: frozen, a linear head (``head_fit lbfgs``); ``--train-laye
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,18 +76,32 @@ def create(name: str, weights: str | None) -> nn.Module:
 
     if weights == "imagenet":
         try:
-            net = timm.create_model(name, pretrained=True, num_classes=0)
+            with quiet_hub_retries():
+                net = timm.create_model(name, pretrained=True, num_classes=0)
         except Exception as exc:  # hub, HTTP and file errors of many types
             raise ModelError(
                 f"could not fetch timm's pretrained weights for {name}: {first_line(exc)}",
                 hint="offline: pass --weights PATH (a state dict of this timm model), or run "
-                "once online so timm caches them (HF_HOME)",
+                "once online so timm caches them (HF_HOME); HF_HUB_OFFLINE=1 fails fast",
             ) from exc
     else:
         net = timm.create_model(name, pretrained=False, num_classes=0)
         if weights:
             load_into(net, read_state_dict(Path(weights)), weights, optional=())
     return net.eval()
+
+
+@contextmanager
+def quiet_hub_retries() -> Iterator[None]:
+    """Offline, the Hub client logs a warning per retry (ten of them) before it gives up: the
+    user gets our one line instead."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def build(name: str, weights: str | None, stats: bool) -> StagedBackbone:
