@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dfscan.scanner.errors import DataError, DfscanError
+from dfscan.scanner.labels import REAL_LABEL
 from dfscan.scanner.model.meta import PRECISIONS, ModelMeta
 from dfscan.train.models.checkpoint import load_checkpoint
 from dfscan.train.models.detector import STAGES
@@ -214,7 +215,7 @@ def _int8(
     calib = folder_images(calibration, meta.preprocess, calibration_limit)
     images = calib.batch
     int8 = to_int8(fp32.proto, (images[i : i + 8] for i in range(0, len(images), 8)), float_stages)
-    reals = images if calib.labels is None else images[calib.labels == 0]
+    reals = images if calib.labels is None else images[calib.labels == REAL_LABEL]
     threshold = meta.spec.threshold("fp32")
     matched = match_int8_threshold(
         threshold.value, graph_scores(fp32.proto, reals), graph_scores(int8, reals)
