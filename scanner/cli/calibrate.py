@@ -11,6 +11,8 @@ from rich.markup import escape
 
 from ..errors import ExitCode, exit_codes_help
 from ..formatting import pct
+from ..scan.options import CalibrateSettings
+from .options import from_field, with_field_options
 from .support import console, device_option, err_console, report_errors
 
 if TYPE_CHECKING:
@@ -66,10 +68,6 @@ OutOpt = Annotated[
         "--out", "-o", help="Where to write the calibrated .onnx copy.", show_default=False
     ),
 ]
-TargetFprOpt = Annotated[
-    float,
-    typer.Option(help="Share of your real photos the new threshold may flag, in (0, 0.5]."),
-]
 OverwriteOpt = Annotated[
     bool,
     typer.Option("--overwrite", help="Replace --out if it exists (also the model itself)."),
@@ -77,19 +75,19 @@ OverwriteOpt = Annotated[
 DeviceOpt = Annotated[
     str, device_option(help="auto: CUDA when it works, else CPU; calibrate where you will scan.")
 ]
-BatchSizeOpt = Annotated[int, typer.Option(min=1, help="Images per inference batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
 @report_errors
+@with_field_options
 def calibrate(
     reals: RealsOpt,
     out: OutOpt,
     model: ModelArg = None,
-    target_fpr: TargetFprOpt = 0.05,
+    target_fpr: float = from_field(CalibrateSettings),
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
-    batch_size: BatchSizeOpt = 32,
+    batch_size: int = from_field(CalibrateSettings),
     quiet: QuietOpt = False,
 ) -> None:
     """Re-set a detector's threshold on your own real photos (see CALIBRATE_HELP)."""

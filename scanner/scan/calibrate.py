@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError, ModelError
 from ..model.builtin import resolve_model
 from ..model.meta import ONNX_FORMAT_VERSION, PREFIX, ModelMeta
+from .options import CALIBRATE
 
 if TYPE_CHECKING:
     from ..model.detector import Detector
@@ -226,11 +227,11 @@ def calibrate(
     model: Path | str | None,
     reals: Path | str,
     out: Path | str,
-    target_fpr: float = 0.05,
+    target_fpr: float = CALIBRATE.target_fpr,
     *,
     overwrite: bool = False,
     device: Device | str = "auto",
-    batch_size: int = 32,
+    batch_size: int = CALIBRATE.batch_size,
     workers: int | None = None,
     progress: ScanProgress | None = None,
     notify: Callable[[str], None] = lambda message: None,

@@ -86,3 +86,17 @@ class ScanOptions:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value))
+
+
+@dataclass(frozen=True)
+class CalibrateSettings:
+    """``dfscan calibrate``'s tunables; :func:`dfscan.scanner.scan.calibrate.calibrate` takes
+    its defaults from here too."""
+
+    target_fpr: float = option(
+        0.05, help="Share of your real photos the new threshold may flag, in (0, 0.5]."
+    )
+    batch_size: int = option(32, min=1, help="Images per inference batch.")
+
+
+CALIBRATE = CalibrateSettings()

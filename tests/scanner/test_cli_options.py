@@ -1,5 +1,6 @@
 """Options built from settings dataclasses: the command line's defaults and help are the fields'
-(scan ↔ ScanOptions/RayOptions, bench ↔ BenchSettings; export's in tests/export)."""
+(scan ↔ ScanOptions/RayOptions, bench ↔ BenchSettings, calibrate ↔ CalibrateSettings; export's
+in tests/export)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 
 import pytest
 import typer
+from rich.text import Text
 from typer.testing import CliRunner
 
 from dfscan.scanner.bench.settings import BenchSettings
 from dfscan.scanner.cli.app import app
 from dfscan.scanner.cli.options import from_field, with_field_options
 from dfscan.scanner.fields import OptionField, option, option_fields
-from dfscan.scanner.scan.options import RayOptions, ScanOptions
+from dfscan.scanner.scan.options import CalibrateSettings, RayOptions, ScanOptions
 
 runner = CliRunner()
 
@@ -41,14 +43,18 @@ def option_mismatches(command_name: str, *owners: type) -> list[str]:
                 problems.append(
                     f"{where}: option default {param.default!r} != {field.cli_default!r}"
                 )
-            elif param.help != field.info.help:
+            elif Text.from_markup(param.help).plain != field.info.help:  # as the terminal shows
                 problems.append(f"{where}: option help differs")
     return problems
 
 
 @pytest.mark.parametrize(
     ("command_name", "owners"),
-    [("scan", (ScanOptions, RayOptions)), ("bench", (BenchSettings,))],
+    [
+        ("scan", (ScanOptions, RayOptions)),
+        ("bench", (BenchSettings,)),
+        ("calibrate", (CalibrateSettings,)),
+    ],
 )
 def test_the_options_defaults_and_help_are_the_dataclass_fields(command_name, owners):
     assert option_fields(owners[0])  # the dataclass does declare its options
@@ -115,3 +121,13 @@ def test_from_field_names_an_unknown_or_undeclared_field():
 
         @with_field_options
         def undeclared(existing: str = from_field(ScanOptions)) -> None: ...
+
+
+def test_calibrate_runs_with_the_settings_defaults():
+    import inspect
+
+    from dfscan.scanner.scan.calibrate import calibrate
+
+    defaults = inspect.signature(calibrate).parameters
+    for field in option_fields(CalibrateSettings):
+        assert defaults[field.name].default == field.default, field.name
