@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from ..cli.options import from_field, with_field_options
 from ..cli.support import device_option, err_console, report_errors
 from ..errors import DataError, ExitCode, MissingExtra, exit_codes_help
+from .settings import MIB, SERVE, ServeSettings
 
 if TYPE_CHECKING:
     from .service import Service
@@ -76,24 +78,8 @@ KeyFileOpt = Annotated[
 DeviceOpt = Annotated[
     str, device_option(help="auto: CUDA when it works, else CPU (with a warning).")
 ]
-MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most images per ONNX Runtime batch.")]
-MaxWaitOpt = Annotated[
-    float,
-    typer.Option(min=0.0, help="Most milliseconds an image waits for others to fill a batch."),
-]
 WorkersOpt = Annotated[
     int | None, typer.Option(min=1, help="Decoding threads (default: one per core).")
-]
-MaxBodyOpt = Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")]
-MaxFilesOpt = Annotated[int, typer.Option(min=1, help="Most images in one request.")]
-MaxPixelsOpt = Annotated[
-    int, typer.Option(min=1, help="Largest image (width × height, read from its header).")
-]
-MaxRequestsOpt = Annotated[
-    int, typer.Option(min=1, help="Most /v1/scan requests handled at once (more: 429).")
-]
-MaxQueuedOpt = Annotated[
-    int, typer.Option(min=1, help="Most images between upload and answer (more: 503).")
 ]
 ProvenanceOpt = Annotated[
     bool,
@@ -191,8 +177,8 @@ def build_service(
     api_key: str | None = None,
     device: str = "auto",
     threads: int | None = None,
-    max_batch: int = 32,
-    max_wait_ms: float = 5.0,
+    max_batch: int = SERVE.max_batch,
+    max_wait_ms: float = SERVE.max_wait_ms,
     workers: int | None = None,
     limits: Any = None,
     provenance: bool = True,
@@ -312,20 +298,21 @@ def _warn(message: str) -> None:
 
 
 @report_errors
+@with_field_options
 def serve(
     model: ModelOpt = None,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     api_key_file: KeyFileOpt = None,
     device: DeviceOpt = "auto",
-    max_batch: MaxBatchOpt = 32,
-    max_wait_ms: MaxWaitOpt = 5.0,
+    max_batch: int = from_field(ServeSettings),
+    max_wait_ms: float = from_field(ServeSettings),
     workers: WorkersOpt = None,
-    max_body_mb: MaxBodyOpt = 32.0,
-    max_files: MaxFilesOpt = 64,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-    max_requests: MaxRequestsOpt = 64,
-    max_queued: MaxQueuedOpt = 1024,
+    max_body_mb: float = from_field(ServeSettings),
+    max_files: int = from_field(ServeSettings),
+    max_pixels: int = from_field(ServeSettings),
+    max_requests: int = from_field(ServeSettings),
+    max_queued: int = from_field(ServeSettings),
     provenance: ProvenanceOpt = True,
     access_log: AccessLogOpt = True,
     engine: EngineOpt = ServeEngine.local,
@@ -337,7 +324,7 @@ def serve(
     require_serve()
     key = read_api_key(api_key_file)
     check_host(host, key)
-    from .limits import MIB, Limits
+    from .limits import Limits
 
     limits = Limits(
         max_body_bytes=int(max_body_mb * MIB),

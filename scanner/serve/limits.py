@@ -20,17 +20,16 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..errors import DataError
-
-MIB = 1 << 20
+from .settings import MIB, SERVE
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 32 * MIB  # one request's body (all its files together)
-    max_files: int = 64  # images in one request
-    max_pixels: int = 100_000_000  # width × height of one image, read from its header
-    max_requests: int = 64  # /v1/scan requests handled at once; more: 429
-    max_queued_images: int = 1024  # images admitted and not yet scored; more: 503
+    max_body_bytes: int = int(SERVE.max_body_mb * MIB)  # one request's body (all its files)
+    max_files: int = SERVE.max_files  # images in one request
+    max_pixels: int = SERVE.max_pixels  # width × height of one image, read from its header
+    max_requests: int = SERVE.max_requests  # /v1/scan requests handled at once; more: 429
+    max_queued_images: int = SERVE.max_queued  # admitted and not yet scored; more: 503
 
     def __post_init__(self) -> None:
         for name in (

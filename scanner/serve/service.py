@@ -26,6 +26,7 @@ from ..scan.reports import Row
 from .batcher import Batcher
 from .limits import Limits, check_pixels
 from .metrics import Metrics
+from .settings import SERVE
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class Service:
     model_sha256: str
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
+    max_batch: int = SERVE.max_batch
+    max_wait_ms: float = SERVE.max_wait_ms
     workers: int | None = None  # decoding threads; None: one per core
     provenance: bool = True
     card: dict[str, Any] | None = None  # the model card, when the model has one

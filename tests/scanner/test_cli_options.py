@@ -4,6 +4,7 @@ in tests/export)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from dfscan.scanner.cli.app import app
 from dfscan.scanner.cli.options import from_field, with_field_options
 from dfscan.scanner.fields import OptionField, option, option_fields
 from dfscan.scanner.scan.options import CalibrateSettings, RayOptions, ScanOptions
+from dfscan.scanner.serve.settings import MIB, SERVE, ServeSettings
 
 runner = CliRunner()
 
@@ -54,6 +56,7 @@ def option_mismatches(command_name: str, *owners: type) -> list[str]:
         ("scan", (ScanOptions, RayOptions)),
         ("bench", (BenchSettings,)),
         ("calibrate", (CalibrateSettings,)),
+        ("serve", (ServeSettings,)),
     ],
 )
 def test_the_options_defaults_and_help_are_the_dataclass_fields(command_name, owners):
@@ -131,3 +134,18 @@ def test_calibrate_runs_with_the_settings_defaults():
     defaults = inspect.signature(calibrate).parameters
     for field in option_fields(CalibrateSettings):
         assert defaults[field.name].default == field.default, field.name
+
+
+def test_the_server_runs_with_the_settings_defaults():
+    from dfscan.scanner.serve.limits import Limits
+    from dfscan.scanner.serve.service import Service
+
+    limits = Limits()
+    assert limits.max_body_bytes == int(SERVE.max_body_mb * MIB)
+    assert (limits.max_files, limits.max_pixels) == (SERVE.max_files, SERVE.max_pixels)
+    assert (limits.max_requests, limits.max_queued_images) == (
+        SERVE.max_requests,
+        SERVE.max_queued,
+    )
+    fields = {f.name: f.default for f in dataclasses.fields(Service)}
+    assert (fields["max_batch"], fields["max_wait_ms"]) == (SERVE.max_batch, SERVE.max_wait_ms)
