@@ -321,7 +321,7 @@ def evaluate(
         str, typer.Option(help="test, val, train, or all (every image in DATA).")
     ] = "test",
     split_file: Annotated[
-        Path | None, typer.Option(help="Split file [split.csv next to CHECKPOINT].")
+        Path | None, typer.Option(help="Split file \\[split.csv next to CHECKPOINT].")
     ] = None,
     json: Annotated[
         Path | None, typer.Option("--json", help="Write the metrics JSON here.")
