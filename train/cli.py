@@ -450,10 +450,10 @@ def experiments(
         raise DataError(
             "missing DATA, the dataset folder", hint="dfscan experiments DATA --out DIR"
         )
-    if holdout is not None:
-        _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed, holdout_reals)
-    elif dry_run:
+    if dry_run:  # before --holdout: a dry run trains nothing, whatever else is asked
         _dry_run(out, chosen)
+    elif holdout is not None:
+        _holdout(data, out, chosen, holdout, folds, n_folds, workers, device, seed, holdout_reals)
     else:
         _run_grid(data, out, chosen, workers, device, cam_images, seed)
 

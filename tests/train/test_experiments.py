@@ -292,6 +292,11 @@ def test_cli_grid_options(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert "2 runs" in result.output and "| 0.1 |" in result.output
+    out = tmp_path / "held"
+    args = ["experiments", str(tmp_path), "--grid", str(path), "-o", str(out), "--dry-run"]
+    result = runner.invoke(app, [*args, "--holdout", "families"])  # a dry run trains nothing
+    assert result.exit_code == 0 and "2 runs" in result.output, result.output
+    assert not out.exists() or not any(out.iterdir())
     result = runner.invoke(app, ["experiments", str(tmp_path), "--grid", "nope.toml"])
     assert result.exit_code == 2 and "grid file not found" in result.output
     result = runner.invoke(app, ["experiments", str(tmp_path / "none"), "-o", str(tmp_path / "o")])
