@@ -153,6 +153,13 @@ def test_fine_tuning_chosen_stages_and_the_probe(clip_arch: str) -> None:
     assert not any(p.requires_grad for p in probe.backbone.parameters())  # projection too
 
 
+def test_a_token_backbone_at_another_size_is_one_clear_line() -> None:
+    with pytest.raises(ModelError, match=f"takes {SIZE}×{SIZE} inputs") as info:
+        create_model(TIMM_VIT, size=64)
+    assert info.value.hint == f"pass --size {SIZE}"
+    assert create_model(TIMM_CNN, size=64)(torch.zeros(1, 3, 64, 64)).shape == (1, 2)  # any
+
+
 def test_offline_pretrained_weights_are_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import timm.models._builder as builder
 

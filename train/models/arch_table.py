@@ -34,7 +34,7 @@ class ArchSpec:
     description: str = ""
     head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
     short: str = ""  # in experiment run names (r50-spatial-…); the name itself when empty
-    input_size: int | None = None  # the side the backbone was pretrained at, when it has one
+    input_size: int | None = None  # the side it was pretrained at; a token backbone takes no other
 
     @property
     def short_name(self) -> str:
