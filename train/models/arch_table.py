@@ -9,8 +9,9 @@ without importing the module that builds detectors from them: imports point one 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from dfscan.scanner.errors import ModelError
 
@@ -18,6 +19,14 @@ from .detector import StagedBackbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RGB = tuple[float, float, float]
+
+
+def rgb(values: Iterable[Any]) -> RGB:
+    """A library's per-channel mean or std (a list, a tuple of numpy floats …) as three floats."""
+    r, g, b = (float(v) for v in values)
+    return r, g, b
+
 
 # builder(weights) -> backbone; weights is None, "imagenet" (may download) or the path of a
 # state dict in the underlying network's own format (e.g. torchvision's resnet50-*.pth)

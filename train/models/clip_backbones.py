@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from dfscan.scanner.errors import ModelError, first_line
 
 from ._staging import Cut, NetPart, cut_tokens, members
-from .arch_table import ArchSpec
+from .arch_table import ArchSpec, rgb
 from .detector import StagedBackbone
 from .timm_backbones import PROBE_LAYERS, quiet_hub_retries, split_stats
 from .weights import load_into, read_state_dict
@@ -89,8 +89,8 @@ def arch_spec(rest: str) -> ArchSpec:
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(model, tag, weights, stats),
-        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
-        std=(float(std[0]), float(std[1]), float(std[2])),
+        mean=rgb(mean),
+        std=rgb(std),
         default_train_layers=PROBE_LAYERS,
         head_hidden=0,
         description=f"open_clip {model} {tag or '(no weights)'}, {label}",
