@@ -29,13 +29,14 @@ from ..labels import FAKE, REAL
 from .core import Scored
 
 T = TypeVar("T")
-_ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}
+# Reports' text: UTF-8, and file names that are not UTF-8 kept as their bytes
+ENCODING, ERRORS = "utf-8", "surrogateescape"
 
 
 def _open_text(path: Path, append: bool, newline: str | None = None) -> IO[str]:
     """A report file opened for writing (appending to resume), with the reports' encoding."""
     mode = "a" if append else "w"
-    return open(path, mode, encoding="utf-8", errors="surrogateescape", newline=newline)
+    return open(path, mode, encoding=ENCODING, errors=ERRORS, newline=newline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,7 @@ class _Lines:
                 if not raw.endswith(b"\n"):
                     break
                 self.end += len(raw)
-                yield raw.decode(**_ENCODING)
+                yield raw.decode(ENCODING, ERRORS)
         self.exhausted = True
 
 
