@@ -71,13 +71,12 @@ def _inner(net: nn.Module, block: str) -> dict[str, str]:
     return _LUKEMELAS_IR if hasattr(net.get_submodule(block), "conv_pwl") else _LUKEMELAS_DS
 
 
-def lukemelas_key(key: str, net: nn.Module) -> str | None:
-    """A lukemelas state-dict key as timm's (None: no such layer)."""
+def lukemelas_key(key: str, net: nn.Module, blocks: list[str]) -> str | None:
+    """A lukemelas state-dict key as timm's (None: no such layer); ``blocks``: ``_blocks(net)``."""
     module, _, leaf = key.rpartition(".")
     if module in _LUKEMELAS_TOP:
         return f"{_LUKEMELAS_TOP[module]}.{leaf}"
     parts = module.split(".")
-    blocks = _blocks(net)
     if len(parts) == 3 and parts[0] == "_blocks" and parts[1].isdigit():
         index = int(parts[1])
         if index < len(blocks):
@@ -90,10 +89,11 @@ def from_lukemelas(state: dict[str, Tensor], net: nn.Module, source: str) -> dic
     """``state`` renamed for ``net``; strict: every key maps onto a tensor of the same shape
     (a classifier the net does not have is dropped), so a wrong map fails here."""
     target = net.state_dict()
+    blocks = _blocks(net)  # once, not per key
     mapped: dict[str, Tensor] = {}
     problems = []
     for key, value in state.items():
-        ours = lukemelas_key(key, net)
+        ours = lukemelas_key(key, net, blocks)
         if ours is not None and ours.startswith("classifier.") and ours not in target:
             continue
         if ours is None or ours not in target:
