@@ -10,12 +10,15 @@ Importing this package imports no web framework: FastAPI and uvicorn are importe
 command, after checking that the extra is installed.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .app import create_app
+
 __all__ = ["create_app"]
 
-
-def __getattr__(name: str) -> object:  # lazy: FastAPI only when the app is wanted
-    if name == "create_app":
-        from .app import create_app
-
-        return create_app
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, {"create_app": ".app"})  # FastAPI only when wanted
