@@ -14,7 +14,7 @@ from dfscan.train.models.checkpoint import load_checkpoint
 from dfscan.train.models.detector import STAGES
 
 from .check_images import ImageSet, bundled_photos, folder_images
-from .graph_module import INPUT_DTYPES, ExportedDetector, InputDType, exportable
+from .graph_module import ExportedDetector, exportable
 from .metadata import build_meta
 from .onnx_writer import (
     OPSET,
@@ -25,7 +25,7 @@ from .onnx_writer import (
 )
 from .parity import ParityError, ParityReport, check_parity
 from .precision import MatchedThreshold
-from .settings import DEFAULTS
+from .settings import DEFAULTS, INPUT_DTYPES, InputDType
 
 if TYPE_CHECKING:
     import onnx

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -12,8 +11,7 @@ from dfscan.scanner.labels import CLASSES, FAKE
 from dfscan.train.models.detector import Detector
 from dfscan.train.models.frontend import FFTFrontend
 
-InputDType = Literal["uint8", "float32"]
-INPUT_DTYPES: tuple[InputDType, ...] = ("uint8", "float32")
+from .settings import InputDType
 
 
 class ExportedDetector(nn.Module):

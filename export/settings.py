@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from dfscan.scanner.errors import ExitCode
 from dfscan.scanner.fields import option
@@ -24,6 +24,7 @@ and activation rounding adds noise of the signal's own size. Measured on the dem
 
 AP_TOLERANCE = 0.01  # AP a reduced-precision graph may lose against the fp32 reference
 InputDType = Literal["uint8", "float32"]  # the graph input: 0-255 bytes or 0-1 floats
+INPUT_DTYPES: tuple[InputDType, ...] = get_args(InputDType)
 
 
 def stage_list(option: str) -> tuple[str, ...]:

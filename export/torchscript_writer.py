@@ -19,7 +19,8 @@ import torch
 
 from dfscan.scanner.model.meta import ModelMeta
 
-from .graph_module import ExportedDetector, InputDType, example_batch
+from .graph_module import ExportedDetector, example_batch
+from .settings import InputDType
 
 EXTRA_FILE = "dfscan.json"
 
