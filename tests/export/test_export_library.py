@@ -1,6 +1,6 @@
-"""Library backbones export like registered ones: ONNX and TorchScript of a timm CNN, a timm ViT
-and an open_clip tower agree with eager (random weights, tiny configs: nothing downloads),
-the spec inside each graph."""
+"""Library backbones export like registered ones: ONNX and TorchScript of a timm CNN, a timm
+ViT, an open_clip tower and a fusion of two agree with eager (random weights, tiny configs:
+nothing downloads), the spec inside each graph."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CASES = {  # arch → side (a ViT's positional embedding fixes it)
     f"{TIMM_CNN}+stats": 64,
     TIMM_VIT: 160,
     "clip+stats": TINY_CLIP_SIZE,
+    f"fuse:{TIMM_VIT},{TIMM_CNN}+stats": 160,  # two networks, two normalisations, one graph
 }
 
 

@@ -230,6 +230,10 @@ def test_dfscan_models_explains_the_prefixes() -> None:
     result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "efficientnet_lite0_stats" in result.output  # the registered names
-    for pattern in ("timm:<name>[+stats]", "open_clip:<model>[:<tag>][+stats]"):
+    for pattern in (
+        "timm:<name>[+stats]",
+        "open_clip:<model>[:<tag>][+stats]",
+        "fuse:<arch>,<arch>",
+    ):
         assert pattern in result.output
     assert "+stats: the frozen backbone read at every stage" in result.output

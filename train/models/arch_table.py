@@ -44,6 +44,7 @@ class ArchSpec:
     head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
     short: str = ""  # in experiment run names (r50-spatial-…); the name itself when empty
     input_size: int | None = None  # the side it was pretrained at; a token backbone takes no other
+    inputs: tuple[str, ...] = ("spatial", "fft")  # the input variants it can read
 
     @property
     def short_name(self) -> str:
@@ -74,11 +75,12 @@ def register_model(
     return wrap
 
 
-# ``prefix:rest`` names resolve through a library: "module:function" that takes ``rest`` and
+# ``prefix:rest`` names resolve through a module: "module:function" that takes ``rest`` and
 # returns its ArchSpec (named ``prefix:rest``), imported only when such a name is used.
-LIBRARIES = {
+PREFIXES = {
     "timm": "dfscan.train.models.timm_backbones:arch_spec",
     "open_clip": "dfscan.train.models.clip_backbones:arch_spec",
+    "fuse": "dfscan.train.models.fusion:arch_spec",
 }
 
 
@@ -86,11 +88,12 @@ def lookup(name: str) -> ArchSpec:
     if name in ARCHS:
         return ARCHS[name]
     prefix, sep, rest = name.partition(":")
-    if sep and prefix in LIBRARIES:
-        module, _, function = LIBRARIES[prefix].partition(":")
+    if sep and prefix in PREFIXES:
+        module, _, function = PREFIXES[prefix].partition(":")
         build: Callable[[str], ArchSpec] = getattr(importlib.import_module(module), function)
         return build(rest)
     raise ModelError(
         f"unknown architecture {name!r}",
-        hint=f"available: {', '.join(sorted(ARCHS))}, or timm:<name>, open_clip:<name>[:<tag>]",
+        hint=f"available: {', '.join(sorted(ARCHS))}, or timm:<name>, open_clip:<name>[:<tag>], "
+        "fuse:<arch>,<arch>",
     )

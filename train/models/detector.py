@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -15,8 +15,9 @@ STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 layer3 16, layer4 32 — so "train layer3+layer4" means the same depth for every arch."""
 
 
-Layout = Literal["nchw", "nlc"]
-"""How stages hand over their output: feature maps (CNNs) or token sequences (ViTs)."""
+Layout = Literal["nchw", "nlc", "branches"]
+"""How stages hand over their output: feature maps (CNNs), token sequences (ViTs), or one
+output per branch of networks run side by side (:mod:`.fusion`)."""
 
 
 class StagedBackbone(nn.Module):
@@ -35,7 +36,7 @@ class StagedBackbone(nn.Module):
 
     def __init__(
         self,
-        stages: dict[str, nn.Module],
+        stages: Mapping[str, nn.Module],
         num_features: int,
         stats_of: tuple[str, ...] = (),
         channels: dict[str, int] | None = None,
@@ -60,9 +61,21 @@ class StagedBackbone(nn.Module):
         self.num_features = num_features
         self.pool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
         # the statistics of different stages differ by orders of magnitude: standardise them
-        self.norm = RunningStandardize(num_features) if self.stats_of else None
+        self.norm: RunningStandardize | None = (
+            RunningStandardize(num_features) if self.stats_of else None
+        )
+
+    @property
+    def fixed_input(self) -> bool:
+        """Whether the network takes one input side only (a ViT's positional embedding)."""
+        return self.layout == "nlc"
 
     def forward(self, x: Tensor) -> Tensor:
+        features = self.features(x)
+        return features if self.norm is None else self.norm(features)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The features before standardisation (a fused backbone standardises them together)."""
         if not self.stats_of:
             for stage in self.stages.values():
                 x = stage(x)
@@ -74,7 +87,7 @@ class StagedBackbone(nn.Module):
                 feats += self._stats(x)
         if self.layout == "nlc":
             feats.append(self.pool(x).flatten(1))
-        return self.norm(torch.cat(feats, dim=1))
+        return torch.cat(feats, dim=1)
 
     def _stats(self, x: Tensor) -> list[Tensor]:
         """Per-channel mean and std over positions: pixels of a map, or patch tokens."""
@@ -95,6 +108,12 @@ class RunningStandardize(nn.Module):
     inference, and a batch of 32 adds no noise of its own. A frozen backbone's features do not
     drift, so every sample counts equally (Chan's parallel update). No parameters.
     """
+
+    count: Tensor
+    mean: Tensor
+    m2: Tensor
+    scale_mean: Tensor
+    scale_std: Tensor
 
     def __init__(self, features: int, eps: float = 1e-5) -> None:
         super().__init__()

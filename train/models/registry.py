@@ -69,6 +69,8 @@ def create_model(
     spec = get_spec(name)
     if input not in INPUTS:
         raise ModelError(f"unknown input variant {input!r}; choose from {INPUTS}")
+    if input not in spec.inputs:
+        raise ModelError(f"{name} takes {' or '.join(spec.inputs)} input, not {input}")
     w = "none" if weights is None else str(weights)
     checkpoint = None
     if w not in ("imagenet", "none"):
@@ -77,7 +79,7 @@ def create_model(
         state = read_state_dict(Path(w))
         checkpoint = state if is_dfscan_checkpoint(state) else None
     backbone = spec.build(None if w == "none" or checkpoint is not None else w)
-    if backbone.layout == "nlc" and spec.input_size and size != spec.input_size:
+    if backbone.fixed_input and spec.input_size and size != spec.input_size:
         raise ModelError(  # else the library's own assertion, deep in the first forward
             f"{name} takes {spec.input_size}×{spec.input_size} inputs (its positional "
             f"embedding is fixed), not {size}×{size}",
