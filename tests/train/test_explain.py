@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from dfscan.train.experiments.explain import explain, explain_files
 from dfscan.train.fit.config import TrainConfig
 from dfscan.train.fit.loop import train
 from dfscan.train.models.checkpoint import load_checkpoint
-from dfscan.train.models.gradcam import grad_cam
+from dfscan.train.models.gradcam import as_map, grad_cam
 from dfscan.train.models.registry import create_model
 
 from ..conftest import make_folder_dataset, one_torch_thread, write_image
@@ -137,3 +138,29 @@ def test_explain_cli(trained, tmp_path: Path):
     assert result.exit_code == 2 and "bad.jpg" in result.output
     result = runner.invoke(app, ["explain", str(image), "-c", str(image), "-o", str(out)])
     assert result.exit_code == 4
+
+
+def test_patch_tokens_are_laid_back_on_their_grid():
+    backbone = SimpleNamespace(layout="nlc", prefix_tokens=1)
+    tokens = torch.arange(1 + 6 * 6, dtype=torch.float32).view(1, -1, 1).repeat(1, 1, 2)
+    grid = as_map(tokens, backbone)  # type: ignore[arg-type]
+    assert grid.shape == (1, 2, 6, 6)
+    assert grid[0, 1, 2, 3] == 1 + 2 * 6 + 3  # row-major, after the CLS token
+    with pytest.raises(ModelError, match="do not form a square grid"):
+        as_map(tokens[:, :-1], backbone)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("arch", "empty"), [("timm:test_vit+stats", ()), ("timm:test_vit", ("layer4",))]
+)
+def test_grad_cam_of_a_vit(arch: str, empty: tuple[str, ...]):
+    """A ViT's maps lie on its patch grid; without +stats its last stage's patch tokens do not
+    reach the head (it reads CLS), so that map is empty and the earlier ones are not."""
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = create_model(arch, weights="none", size=160)
+    x = torch.randint(0, 256, (2, 3, 160, 160), dtype=torch.uint8)
+    result = grad_cam(model, x, ("layer1", "layer3", "layer4"))
+    for layer, cam in result.maps.items():
+        assert cam.shape == (2, 160, 160) and cam.min() >= 0.0 and cam.max() <= 1.0
+        assert (cam.max() == 0.0) == (layer in empty), layer

@@ -125,3 +125,11 @@ def test_a_branch_weights_file_is_refused(tmp_path: Path) -> None:
     torch.save(timm.create_model("test_vit").state_dict(), tmp_path / "vit.pth")
     with pytest.raises(ModelError, match="a fused arch takes --weights imagenet, none"):
         create_model(FUSED, weights=tmp_path / "vit.pth", size=SIZE)
+
+
+def test_grad_cam_refuses_a_fused_arch_in_one_line(fused: torch.nn.Module) -> None:
+    from dfscan.train.models.gradcam import grad_cam
+
+    with pytest.raises(ModelError, match="Grad-CAM of a fused arch is not supported") as info:
+        grad_cam(fused, _images(1), ("layer4",))
+    assert info.value.hint == "explain a checkpoint of one branch alone"
