@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from torch import nn
 
-from .arch_table import register_model
+from .arch_table import RGB, register_model
 from .detector import StagedBackbone
 from .weights import load_into, read_state_dict, torchvision_imagenet
 
@@ -69,8 +70,18 @@ def _lite(n: str, weights: str | None, stats: bool = False) -> StagedBackbone:
     return backbone
 
 
-LITE_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # the TF Lite models' (-1, 1)
-STATS = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, a linear head
+class _Norm(TypedDict):  # register_model's keyword arguments, typed for ** unpacking
+    mean: RGB
+    std: RGB
+
+
+class _Stats(TypedDict):
+    default_train_layers: tuple[str, ...]
+    head_hidden: int
+
+
+LITE_NORM: _Norm = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # the TF Lite models' (-1, 1)
+STATS: _Stats = {"default_train_layers": ("head",), "head_hidden": 0}  # frozen, read, linear head
 
 
 @register_model(**LITE_NORM, short="lite0")

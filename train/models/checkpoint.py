@@ -25,7 +25,7 @@ from ._checkpoint_format import (
     is_dfscan_checkpoint,
 )
 from .detector import Detector
-from .frontend import FFT_LOG_STD, frontend_from_spec
+from .frontend import FFT_LOG_STD, FFTFrontend, SpatialFrontend, frontend_from_spec
 from .registry import create_model
 from .weights import safe_load
 
@@ -49,7 +49,10 @@ class ModelConfig(SpecView):
         cls, arch: str, input: str, preprocess: PreprocessConfig, model: Detector
     ) -> ModelConfig:
         """The config of a freshly built model: its frontend's own constants, no thresholds."""
-        recipe = model.frontend.recipe()
+        frontend = model.frontend  # typed nn.Module on Detector; create_model builds one of two
+        if not isinstance(frontend, SpatialFrontend | FFTFrontend):
+            raise ModelError(f"a detector's frontend has no recipe: {type(frontend).__name__}")
+        recipe = frontend.recipe()
         if recipe.variant != input:
             raise ModelError(f"the model's frontend is {recipe.variant}, not {input}")
         return cls(DetectorSpec(arch, recipe, preprocess, CLASSES), model.trainable)

@@ -77,6 +77,9 @@ def signed_log1p(x: Tensor) -> Tensor:
 class SpatialFrontend(nn.Module):
     """Pixels: (x − mean) / std with the backbone's pretraining statistics."""
 
+    mean: Tensor  # buffers (register_buffer), declared for the type checker
+    std: Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.constants = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
@@ -97,6 +100,11 @@ class FFTFrontend(nn.Module):
     cos/sin bases, the form that exports to ONNX without the DFT op (which ONNX Runtime runs
     slowly and only on CPU). Both compute the same function; switch with :meth:`use_impl`.
     """
+
+    cos_left: Tensor  # buffers (register_buffer), declared for the type checker
+    sin_left: Tensor
+    cos: Tensor
+    sin: Tensor
 
     def __init__(self, size: int, impl: FFTImpl = "torch", log_std: float = FFT_LOG_STD) -> None:
         super().__init__()
