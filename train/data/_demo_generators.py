@@ -93,7 +93,7 @@ def _learned_kernel(
     k = base.shape[0]
     taps = (k // stride) ** 2
     noise = rng.normal(0.0, drift / np.sqrt(taps), size=(k, k, *mix.shape))
-    noise *= np.where(np.eye(*mix.shape, dtype=bool), 1.0, 0.3)  # mostly within a channel
+    noise *= np.where(np.eye(*mix.shape, dtype=np.bool_), 1.0, 0.3)  # mostly within a channel
     kernel = base[:, :, None, None] * mix + noise
     return _unit_dc_gain(kernel, stride * stride, encode)
 

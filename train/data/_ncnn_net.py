@@ -11,6 +11,7 @@ PixelShuffle, BinaryOp, Eltwise, Concat. Anything else is refused when the file 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,16 +100,16 @@ def load_ncnn(param: Path, weights: Path) -> list[Layer]:
         layer = Layer(kind, name, inputs, outputs, _params(tokens[4 + n_in + n_out :]))
         p = layer.params
         if kind == "Convolution":
-            cout, kw = int(p[0]), int(p.get(1, 1))
-            kh = int(p.get(11, kw))
-            size = int(p[6])
+            cout, kw = int(_scalar(p, 0)), int(_scalar(p, 1, 1))
+            kh = int(_scalar(p, 11, kw))
+            size = int(_scalar(p, 6))
             w = reader.floats(size, tagged=True)
             cin = size // (cout * kh * kw)
             layer.weights["weight"] = torch.from_numpy(w).view(cout, cin, kh, kw)
-            if int(p.get(5, 0)):
+            if int(_scalar(p, 5, 0)):
                 layer.weights["bias"] = torch.from_numpy(reader.floats(cout, tagged=False))
         elif kind == "PReLU":
-            layer.weights["slope"] = torch.from_numpy(reader.floats(int(p.get(0, 1)), False))
+            layer.weights["slope"] = torch.from_numpy(reader.floats(int(_scalar(p, 0, 1)), False))
         layers.append(layer)
     if reader.pos != len(reader.data):
         raise ModelError(f"{weights}: {len(reader.data) - reader.pos} bytes left unread")
@@ -125,9 +126,19 @@ def _activate(x: Tensor, kind: int, args: list[float]) -> Tensor:
     raise ModelError(f"ncnn activation type {kind} is not supported")
 
 
-def _scalar(params: dict[int, float | list[float]], key: int, default: float) -> float:
-    value = params.get(key, default)
+def _scalar(
+    params: dict[int, float | list[float]], key: int, default: float | None = None
+) -> float:
+    """A scalar parameter (an array's first value); without ``default`` it must be present."""
+    value = params[key] if default is None else params.get(key, default)
     return float(value[0] if isinstance(value, list) else value)
+
+
+_BINARY_OPS: dict[int, Callable[[Tensor, Tensor | float], Tensor]] = {
+    0: torch.add,
+    1: torch.sub,
+    2: torch.mul,
+}
 
 
 class NcnnNet(torch.nn.Module):
@@ -146,7 +157,10 @@ class NcnnNet(torch.nn.Module):
         blobs: dict[str, Tensor] = {}
         last = ""
         for layer in self.layers:
-            p, ins = layer.params, [blobs.pop(i) if i in blobs else None for i in layer.inputs]
+            missing = [i for i in layer.inputs if i not in blobs]
+            if missing:
+                raise ModelError(f"ncnn layer {layer.name}: no blob {', '.join(missing)} to read")
+            p, ins = layer.params, [blobs.pop(i) for i in layer.inputs]
             k = layer.kind
             if k == "Input":
                 outs = [x]
@@ -180,14 +194,16 @@ class NcnnNet(torch.nn.Module):
             elif k == "BinaryOp":
                 op = int(_scalar(p, 0, 0))
                 a, b = ins[0], ins[1] if len(ins) > 1 else _scalar(p, 2, 0.0)
-                outs = [{0: torch.add, 1: torch.sub, 2: torch.mul}[op](a, b)]
+                outs = [_BINARY_OPS[op](a, b)]
             elif k == "Eltwise":
                 coeffs = p.get(1, [])
                 coeffs = coeffs if isinstance(coeffs, list) and coeffs else [1.0] * len(ins)
                 op = int(_scalar(p, 0, 1))
                 if op != 1:
                     raise ModelError(f"ncnn Eltwise op {op} is not supported")
-                outs = [sum(c * t for c, t in zip(coeffs, ins, strict=True))]
+                total = sum(c * t for c, t in zip(coeffs, ins, strict=True))
+                assert isinstance(total, Tensor)  # sum's start, int 0, only for no inputs
+                outs = [total]
             else:  # Concat
                 outs = [torch.cat(ins, dim=1 + int(_scalar(p, 0, 0)))]
             for name, t in zip(layer.outputs, outs, strict=True):

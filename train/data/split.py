@@ -45,8 +45,8 @@ def make_split(
         groups[s.group].append(s)
     totals = Counter(s.generator for s in samples)
     class_totals = Counter(s.label for s in samples)
-    assigned = {split: Counter() for split in SPLITS}
-    assigned_class = {split: Counter() for split in SPLITS}
+    assigned: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}  # generators
+    assigned_class: dict[str, Counter[int]] = {split: Counter() for split in SPLITS}  # labels
     usable = [k for k in range(len(SPLITS)) if fractions[k] > 0]
     names = sorted(groups)
     order = np.random.default_rng(seed).permutation(len(names))
@@ -88,7 +88,7 @@ def make_split(
 def describe_split(samples: Sequence[Sample], assignment: dict[str, str]) -> str:
     """What the split balanced, in one line: per-class counts, and which generators could be
     spread over every split and which were too small (kept whole, balanced by class only)."""
-    per_class = {label: Counter() for label in (REAL_LABEL, FAKE_LABEL)}
+    per_class: dict[int, Counter[str]] = {label: Counter() for label in (REAL_LABEL, FAKE_LABEL)}
     per_gen: dict[str, Counter] = defaultdict(Counter)
     for s in samples:
         per_class[s.label][assignment[s.path]] += 1
