@@ -162,8 +162,8 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     for key in keys:
         if is_text_column(key) or key == "train_seconds":
             continue
-        values = [_value(r, key) for r in rows if r["status"] == "done"]
-        values = [v for v in values if v is not None]
+        found = [_value(r, key) for r in rows if r["status"] == "done"]
+        values = [v for v in found if v is not None]
         if len(values) > 1:
             best[key] = min(values) if key == "test_fpr_real" else max(values)
     out = ["<div class='wide'><table><tr>"]

@@ -26,6 +26,7 @@ from dfscan.scanner.labels import REAL_LABEL
 
 from ..data.folder import Sample
 from ..data.loaders import ImageDataset, collate
+from ..models.detector import Detector
 from .config import TrainConfig
 from .metrics import (
     binary_metrics,
@@ -127,7 +128,7 @@ class FitJob:
     """What fitting a run needs, whichever way the head is fitted."""
 
     cfg: TrainConfig
-    model: nn.Module
+    model: Detector
     train_set: ImageDataset
     val_set: ImageDataset
     device: torch.device

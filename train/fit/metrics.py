@@ -66,7 +66,9 @@ def _safe(fn: Any, y: np.ndarray, p: np.ndarray) -> float | None:
     return float(fn(y, p)) if len(np.unique(y)) == 2 else None
 
 
-def binary_metrics(y: Sequence[int], p: Sequence[float], threshold: float) -> dict[str, Any]:
+def binary_metrics(
+    y: Sequence[int] | np.ndarray, p: Sequence[float] | np.ndarray, threshold: float
+) -> dict[str, Any]:
     """Accuracy, weighted P/R/F1 (as the seed reported), AP, ROC-AUC, confusion at threshold."""
     y_arr, p_arr = np.asarray(y, dtype=int), np.asarray(p, dtype=np.float64)
     pred = (p_arr >= threshold).astype(int)
@@ -93,7 +95,10 @@ def binary_metrics(y: Sequence[int], p: Sequence[float], threshold: float) -> di
 
 
 def per_generator(
-    y: Sequence[int], p: Sequence[float], generators: Sequence[str], threshold: float
+    y: Sequence[int] | np.ndarray,
+    p: Sequence[float] | np.ndarray,
+    generators: Sequence[str],
+    threshold: float,
 ) -> dict[str, dict[str, Any]]:
     """Per source folder: count, flagged rate, mean p_fake; for fakes, AP/AUC against all reals.
 

@@ -90,8 +90,8 @@ def bootstrap_indices(
     by_class: list[list[np.ndarray]] = []
     for label in (REAL_LABEL, FAKE_LABEL):
         members: dict[str, list[int]] = {}
-        for i in np.flatnonzero(y == label):
-            members.setdefault(groups[i], []).append(int(i))
+        for i in np.flatnonzero(y == label).tolist():  # Python ints
+            members.setdefault(groups[i], []).append(i)
         by_class.append([np.asarray(v) for v in members.values()])
     draws = []
     for _ in range(n):

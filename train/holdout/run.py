@@ -333,8 +333,8 @@ def _mean_row(spec: RunSpec, folds: list[dict[str, Any]]) -> dict[str, Any]:
     row["n_real"] = sum(r["n_real"] for r in done)
     row["n_fake"] = sum(r["n_fake"] for r in done)
     for key in done[0]["resamples"]:
-        vals = [r.get(key) for r in done]
-        row[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+        vals = [r[key] for r in done if r.get(key) is not None]
+        row[key] = None if len(vals) < len(done) else float(np.mean(vals))
         row[f"{key}_ci"] = mean_interval([r["resamples"][key] for r in done])
     if all("flagged_real" in r for r in done):  # every real is held out once: pool them
         flagged = sum(r["flagged_real"] for r in done)

@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import TypedDict
 
 import numpy as np
 
@@ -40,6 +41,16 @@ HOLDOUTS = ("families", "generators")
 HOLDOUT_REALS = ("sources", "groups")
 SOURCE_COLUMNS = ("source", "origin_package")  # the first present names a real's source
 VAL_FRACTION = 0.15
+
+
+class FoldSummary(TypedDict):
+    """One fold's row of :meth:`FoldPlan.summary`."""
+
+    fold: str
+    real: int
+    fake: int
+    families: list[str]  # the fake families in the fold
+    sources: dict[str, int]  # real source -> images
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,8 @@ class FoldPlan:
         split |= {s.path: "test" for s in self.samples if self.fold[s.path] == fold}
         return split
 
-    def summary(self) -> list[dict[str, object]]:
-        rows = []
+    def summary(self) -> list[FoldSummary]:
+        rows: list[FoldSummary] = []
         for name in self.names:
             members = [s for s in self.samples if self.fold[s.path] == name]
             families = sorted({self.family[s.path] for s in members if s.label == FAKE_LABEL})

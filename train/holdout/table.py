@@ -20,14 +20,14 @@ def families_of(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def interval(ci: Sequence[float | None] | None) -> str:
-    if not ci or ci[0] is None:
+    if not ci or ci[0] is None or ci[1] is None:  # (None, None): no interval
         return ""
     return f"[{ci[0]:.2f}–{ci[1]:.2f}]"
 
 
 def pct_interval(ci: Sequence[float | None] | None) -> str:
     """A rate's interval in percent, e.g. ``[2.1–14.3 %]``."""
-    if not ci or ci[0] is None:
+    if not ci or ci[0] is None or ci[1] is None:
         return ""
     return f"[{100 * ci[0]:.1f}–{100 * ci[1]:.1f} %]"
 
