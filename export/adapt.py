@@ -59,8 +59,10 @@ class Laplace:
         data = part.laplace
         if not data:
             raise ModelError(f"{part.name} ships no training summary to adapt it with")
-        arrays = [decode_tensor(data[k]).astype(np.float64) for k in ("mean", "std", "precision")]
-        return cls(*arrays, float(data["real_weight"]))
+        mean, std, precision = (
+            decode_tensor(data[k]).astype(np.float64) for k in ("mean", "std", "precision")
+        )
+        return cls(mean, std, precision, float(data["real_weight"]))
 
 
 def refit(
@@ -154,7 +156,9 @@ def adapt(part: BuiltinPart, reals: Path, out: Path) -> Adapted:
         f"max of the shipped rule ({shipped.rule}) and fpr{ADAPT_TARGET_FPR:g} on "
         f"{len(user)} cross-fitted user reals ({reals.name}/)"
     )
-    set_binary_head(model.head[-1], torch.from_numpy(w).float(), torch.tensor(b).float())
+    linear = model.head[-1]
+    assert isinstance(linear, torch.nn.Linear)  # binary_head() raised for any other head
+    set_binary_head(linear, torch.from_numpy(w).float(), torch.tensor(b).float())
     spec = config.spec.with_threshold("fp32", float(threshold), rule)
     size = spec.preprocess.size
     probes = {

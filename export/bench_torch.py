@@ -29,7 +29,7 @@ from dfscan.train.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from dfscan.train.models.registry import create_model
+from dfscan.train.models.registry import InputVariant, create_model
 
 from .exporter import export_checkpoint
 from .graph_module import exportable
@@ -75,7 +75,7 @@ def seed_pipeline(loaded: LoadedCheckpoint, paths: list[Path], bs: int, workers:
 
 def _other_variant_checkpoint(loaded: LoadedCheckpoint, path: Path) -> tuple[Path, str]:
     cfg = loaded.config
-    other = "spatial" if cfg.input == "fft" else "fft"
+    other: InputVariant = "spatial" if cfg.input == "fft" else "fft"
     model = create_model(cfg.arch, other, weights="none", size=cfg.preprocess.size)
     save_checkpoint(path, model, ModelConfig.for_model(cfg.arch, other, cfg.preprocess, model))
     return path, other

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -76,6 +77,7 @@ def bundled_photos(preprocess: PreprocessConfig, views: int = 3, seed: int = 0) 
     """scikit-image's bundled photos (centre crop + random crops) and a few noise images."""
     rng = np.random.default_rng(seed)
     arrays, names = [], []
+    skdata: ModuleType | None
     try:
         from skimage import data as skdata
     except ImportError:  # pragma: no cover - skimage comes with the export extra

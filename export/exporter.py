@@ -53,7 +53,7 @@ class ExportResult:
             )
 
 
-def ensure_writable(path: str | Path) -> None:
+def ensure_writable(path: Path) -> None:
     """Fail before the slow part when the output cannot be written."""
     if path.is_dir():
         raise DfscanError(f"output path is a folder: {path}")

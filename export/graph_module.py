@@ -32,11 +32,11 @@ class ExportedDetector(nn.Module):
             detector.head.half()
         self.detector = detector
         self.fake_index = fake_index
-        self.half = half
+        self.half_precision = half  # not `half`: that name is nn.Module's half() method
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         features = self.detector.frontend(image)
-        if self.half:
+        if self.half_precision:
             features = features.half()
         logits = self.detector.head(self.detector.backbone(features)).float()
         return torch.softmax(logits, dim=1)[:, self.fake_index], logits
