@@ -126,10 +126,8 @@ def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
         option = typer.Option(
             *flags, help=f.info.help, show_default=f.shown_default, **_OPTION_TYPES.get(f.name, {})
         )
-        annotation = Annotated[f.cli_type, option]
-        generated.append(
-            inspect.Parameter(f.name, KIND, annotation=annotation, default=f.cli_default)
-        )
+        parameter = inspect.Parameter(f.name, KIND, annotation=f.cli_type, default=f.cli_default)
+        generated.append(parameter.replace(annotation=Annotated[parameter.annotation, option]))
     at = [p.name for p in params].index("options")
     params[at : at + 1] = generated
 
