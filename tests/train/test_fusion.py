@@ -45,6 +45,8 @@ def test_the_spec_takes_pixels_and_the_branches_side(fused: torch.nn.Module) -> 
     assert (spec.input_size, spec.inputs, spec.head_hidden) == (SIZE, ("spatial",), 0)
     assert spec.short_name == "fuse-timm-test_vit+timm-test_efficientnet+stats"
     assert isinstance(fused.backbone, FusedBackbone)
+    widths = tuple(b.num_features for b in fused.backbone.__dict__["branches"])
+    assert fused.backbone.feature_blocks == widths  # the probe's penalty balances them
     check_probe(fused)  # default: frozen branches, one linear head over both
 
 

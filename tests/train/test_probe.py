@@ -14,6 +14,7 @@ from dfscan.scanner.labels import REAL  # noqa: E402
 from dfscan.train.data.folder import Sample  # noqa: E402
 from dfscan.train.fit.probe import (  # noqa: E402
     L2_GRID,
+    block_penalty,
     check_probe,
     choose_l2,
     collect_features,
@@ -73,6 +74,32 @@ def test_logistic_fit_separates_and_balances_classes():
     assert stats["iterations"] > 0
     stronger, _, _ = fit_logistic(x, y, l2=10.0)
     assert stronger.norm() < w.norm()  # the penalty is applied
+
+
+def test_a_wide_block_does_not_drown_a_narrow_one():
+    """Equal signal in a 1-feature block and a 16-feature block: one penalty gives the wide
+    block most of the weight; the block penalty gives each block about the same say."""
+    assert block_penalty((7,)) is None
+    assert block_penalty((2, 6)).tolist() == [1.0, 1.0, *[3.0] * 6]
+    g = torch.Generator().manual_seed(0)
+    signal = torch.randn(600, generator=g, dtype=torch.float64)
+    y = (signal > 0).long()
+
+    def noisy(k: int) -> torch.Tensor:
+        return signal.unsqueeze(1) + 2.0 * torch.randn(600, k, generator=g, dtype=torch.float64)
+
+    x = torch.cat([noisy(1), noisy(16)], dim=1)
+
+    def say(penalty):
+        w, _, _ = fit_logistic(x, y, l2=1.0, penalty=penalty)
+        z = w * x.std(0).float()  # weights on standardised features
+        return float(z[0].abs() / z[1:].abs().sum())
+
+    uniform, balanced = say(None), say(block_penalty((1, 16)))
+    assert uniform < 0.25 < balanced  # the narrow block's weight against the wide block's
+    w_ones, _, _ = fit_logistic(x, y, l2=1.0, penalty=torch.ones(17))
+    w_none, _, _ = fit_logistic(x, y, l2=1.0)
+    torch.testing.assert_close(w_ones, w_none)
 
 
 def test_the_fitted_head_outputs_sigmoid_of_the_fit():
@@ -233,7 +260,7 @@ def test_choose_l2_takes_the_strongest_penalty_within_one_standard_error(monkeyp
     table = {0.1: [0.90, 0.92, 0.94], 1.0: [0.91, 0.90, 0.92], 10.0: [0.80, 0.82, 0.84]}
     calls: list[int] = []
 
-    def fake_fit(feats, labels, l2, max_iter=500):
+    def fake_fit(feats, labels, l2, max_iter=500, penalty=None):
         return torch.zeros(feats.shape[1]), torch.tensor(float(l2)), {}
 
     def fake_auc(y, scores):

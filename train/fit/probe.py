@@ -97,9 +97,14 @@ def balanced_weights(y: Tensor) -> Tensor:
 
 
 def fit_logistic(
-    feats: Tensor, labels: Tensor, l2: float, max_iter: int = 500
+    feats: Tensor,
+    labels: Tensor,
+    l2: float,
+    max_iter: int = 500,
+    penalty: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, float]]:
-    """(w, b, stats) minimising balanced mean BCE + l2/2‖w‖² on standardised ``feats``."""
+    """(w, b, stats) minimising balanced mean BCE + l2/2 Σ penalty·w² on standardised
+    ``feats`` (``penalty``: a per-feature factor, 1 when None; see :func:`block_penalty`)."""
     if labels.unique().numel() < 2:
         raise ModelError("the training split needs both real and fake images to fit a head")
     mean = feats.mean(0)
@@ -107,6 +112,7 @@ def fit_logistic(
     z = (feats - mean) / std
     y = labels.double()
     weight = balanced_weights(y)
+    scale = torch.ones(z.shape[1], dtype=torch.float64) if penalty is None else penalty.double()
     w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
@@ -116,17 +122,34 @@ def fit_logistic(
 
     def objective() -> Tensor:
         opt.zero_grad()
-        loss = bce(z @ w + b, y) + 0.5 * l2 * w.pow(2).sum()
+        loss = bce(z @ w + b, y) + 0.5 * l2 * (scale * w.pow(2)).sum()
         loss.backward()
         return loss
 
     opt.step(objective)
     with torch.no_grad():
-        final = float(bce(z @ w + b, y) + 0.5 * l2 * w.pow(2).sum())
+        final = float(bce(z @ w + b, y) + 0.5 * l2 * (scale * w.pow(2)).sum())
     w_raw = (w.detach() / std).float()  # fold the standardisation into the head
     b_raw = (b.detach() - (w.detach() * mean / std).sum()).float()
     stats = {"objective": final, "iterations": float(opt.state[w]["n_iter"])}
     return w_raw, b_raw, stats
+
+
+def block_penalty(blocks: Sequence[int]) -> Tensor | None:
+    """Per-feature penalty factors that give each block of features (a fused backbone's
+    branches) the same say: a block's factor is its width over the narrowest block's.
+
+    Why: with one penalty on standardised features, a block of d features carries d times the
+    prior variance of a one-feature block, so Lite0's 2944 statistics drown CLIP's 512-wide
+    embedding whatever either is worth. Scaling the penalty by width gives every block the same
+    total prior variance; the CV still picks the overall strength. One block: None (uniform).
+    On the dev kit (one centre crop per image, families and real sources held out) it moved the
+    fused probe's AUC per fold from 0.768 / 0.953 / 0.921 to 0.761 / 0.972 / 0.966.
+    """
+    if len(blocks) < 2:
+        return None
+    narrowest = min(blocks)
+    return torch.cat([torch.full((d,), d / narrowest, dtype=torch.float64) for d in blocks])
 
 
 def set_binary_head(linear: nn.Linear, w: Tensor, b: Tensor) -> None:
@@ -192,7 +215,11 @@ def cv_sources(views: Sequence[Sample], mode: str, k: int = CV_FOLDS) -> list[st
 
 
 def choose_l2(
-    feats: Tensor, labels: Tensor, folds: Sequence[int], grid: Sequence[float] = L2_GRID
+    feats: Tensor,
+    labels: Tensor,
+    folds: Sequence[int],
+    grid: Sequence[float] = L2_GRID,
+    penalty: Tensor | None = None,
 ) -> tuple[float, dict[float, float], Tensor | None]:
     """The strongest penalty within one standard error of the best held-out-generator AUC.
 
@@ -210,7 +237,7 @@ def choose_l2(
     per_fold: dict[float, list[float]] = {}
     oof: dict[float, Tensor] = {}
     for l2 in grid:
-        oof[l2] = out_of_fold_scores(feats, labels, folds, l2)
+        oof[l2] = out_of_fold_scores(feats, labels, folds, l2, penalty)
         per_fold[l2] = [
             roc_auc(labels[fold_of == f].numpy(), oof[l2][fold_of == f].numpy()) for f in usable
         ]
@@ -233,13 +260,19 @@ def _usable_folds(labels: Tensor, folds: Sequence[int]) -> tuple[Tensor, list[in
     return fold_of, usable
 
 
-def out_of_fold_scores(feats: Tensor, labels: Tensor, folds: Sequence[int], l2: float) -> Tensor:
+def out_of_fold_scores(
+    feats: Tensor,
+    labels: Tensor,
+    folds: Sequence[int],
+    l2: float,
+    penalty: Tensor | None = None,
+) -> Tensor:
     """Each view's score w·f + b from the fit that did not see its fold (NaN: fold unusable)."""
     fold_of, usable = _usable_folds(labels, folds)
     scores = torch.full((len(labels),), float("nan"))
     for f in usable:
         held = fold_of == f
-        w, b, _ = fit_logistic(feats[~held], labels[~held], l2, max_iter=200)
+        w, b, _ = fit_logistic(feats[~held], labels[~held], l2, max_iter=200, penalty=penalty)
         scores[held] = feats[held].float() @ w + b
     return scores
 
@@ -296,17 +329,20 @@ def fit_head(
     folds = cv_folds([s.generator for s in views], [s.group for s in views], sources=sources)
     held_by = "sources" if sources is not None else "groups"
     oof = None
+    blocks = model.backbone.feature_blocks
+    penalty = block_penalty(blocks)
     if l2 is None:
-        l2, cv, oof = choose_l2(feats, labels, folds)
+        l2, cv, oof = choose_l2(feats, labels, folds, penalty=penalty)
     if oof is None:
-        oof = out_of_fold_scores(feats, labels, folds, l2)
-    w, b, stats = fit_logistic(feats, labels, l2)
+        oof = out_of_fold_scores(feats, labels, folds, l2, penalty)
+    w, b, stats = fit_logistic(feats, labels, l2, penalty=penalty)
     scale, shift = platt(oof, labels)
     w, b = w * scale, b * scale + shift
     seen = ~torch.isnan(oof)
     stats["train_acc"] = float(((feats.float() @ w + b > 0).long() == labels).float().mean())
     set_binary_head(linear, w.to(linear.weight.device), b.to(linear.weight.device))
     reals = f"reals by {'source' if sources is not None else 'photo'}"
+    balanced = "" if penalty is None else f" (blocks {'+'.join(map(str, blocks))}, balanced)"
     chosen = (
         ""
         if not cv
@@ -314,7 +350,7 @@ def fit_head(
     )
     log(
         f"head fitted by L-BFGS on {len(labels)} views × {feats.shape[1]} features, "
-        f"l2 {l2:g}{chosen}: objective {stats['objective']:.4f}, "
+        f"l2 {l2:g}{balanced}{chosen}: objective {stats['objective']:.4f}, "
         f"{stats['iterations']:.0f} iterations; logits ×{scale:.2f} {shift:+.2f} (Platt, "
         "out of fold)"
     )
@@ -327,6 +363,7 @@ def fit_head(
             "views": len(labels),
             "features": int(feats.shape[1]),
             "cv_reals": held_by,
+            "feature_blocks": list(blocks),
         },
         torch.sigmoid(oof[seen].double() * scale + shift).numpy(),
         labels[seen].numpy(),

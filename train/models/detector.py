@@ -59,6 +59,8 @@ class StagedBackbone(nn.Module):
             stats = sum(2 * channels[s] for s in self.stats_of)
             num_features = stats + (num_features if layout == "nlc" else 0)
         self.num_features = num_features
+        # widths of the feature groups the probe's penalty balances (a fused backbone's branches)
+        self.feature_blocks: tuple[int, ...] = (num_features,)
         self.pool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
         # the statistics of different stages differ by orders of magnitude: standardise them
         self.norm: RunningStandardize | None = (

@@ -9,7 +9,8 @@ Each branch keeps its own pretraining normalisation, applied inside the backbone
 frontend hands over pixels in [0, 1] (mean 0, std 1 in the spec), so the exported graph carries
 every branch's maths and the scanner still feeds raw RGB. The branches' raw features are
 concatenated and standardised once, together (a branch's own :class:`RunningStandardize` is
-not used), so the probe's exact head sees every branch on one scale.
+not used), so the probe's exact head sees every branch on one scale; its penalty gives each
+branch the same say whatever its width (:func:`dfscan.train.fit.probe.block_penalty`).
 
 Branches must agree on the input side (a ViT takes only its own); fusion reads pixels only
 (each branch's normalisation is a pixel normalisation); nesting ``fuse:`` is refused.
@@ -63,6 +64,7 @@ class FusedBackbone(StagedBackbone):
         self.pool = nn.ModuleList([b.pool for b in branches])
         self.normalise = nn.ModuleList(norms)
         self.norm = RunningStandardize(width)
+        self.feature_blocks = tuple(b.num_features for b in branches)
         self.__dict__["branches"] = tuple(branches)  # outside _modules: see the class docstring
 
     @property
