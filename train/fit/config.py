@@ -71,7 +71,8 @@ class TrainConfig:
     arch: str = setting(
         "resnet50",
         help="Architecture: a name from dfscan models, timm:<name> or "
-        "open_clip:<model>[:<tag>]; +stats reads every stage.",
+        "open_clip:<model>[:<tag>]; +stats reads every stage; fuse:<arch>,<arch> reads with "
+        "several side by side.",
     )
     input: str = setting("spatial", help="spatial (pixels) or fft (spectrum).")
     train_layers: str | None = setting(
