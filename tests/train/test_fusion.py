@@ -137,20 +137,24 @@ def test_grad_cam_refuses_a_fused_arch_in_one_line(fused: torch.nn.Module) -> No
     assert info.value.hint == "explain a checkpoint of one branch alone"
 
 
-def test_a_fused_probe_trains_end_to_end(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("blocks", ["balanced", "joint"])
+def test_a_fused_probe_trains_end_to_end(blocks: str, tiny_dataset: Path, tmp_path: Path) -> None:
     """``dfscan train --arch fuse:… --head-fit lbfgs``: the exact head over both branches, its
-    penalty balanced over their widths, the checkpoint rebuilt from the fused name."""
+    penalty balanced over their widths (or one penalty: ``--head-blocks joint``), the
+    checkpoint rebuilt from the fused name."""
     from dfscan.train.fit.loop import train
 
     from .test_train import tiny_config
 
     arch = f"fuse:{TIMM_CNN},{TIMM_CNN}+stats"  # two CNNs: any side, 32 px is enough
     out = tmp_path / "run"
-    train(tiny_config(tiny_dataset, out, arch=arch, input="spatial", head_fit="lbfgs", epochs=2))
+    lbfgs = {"input": "spatial", "head_fit": "lbfgs", "head_blocks": blocks, "epochs": 2}
+    train(tiny_config(tiny_dataset, out, arch=arch, **lbfgs))
     raw = torch.load(out / "model.ckpt", weights_only=True)
     loaded = load_checkpoint(out / "model.ckpt")
     assert loaded.spec.arch == arch
     widths = [b.num_features for b in loaded.model.backbone.__dict__["branches"]]
     assert raw["head_fit"]["feature_blocks"] == widths and widths[0] < widths[1]
     assert raw["head_fit"]["features"] == sum(widths)
+    assert raw["head_fit"]["head_blocks"] == blocks
     assert 0 <= loaded.threshold <= 1

@@ -67,6 +67,7 @@ NOT_THE_DEFAULT: dict[str, Any] = {
     "head_l2": 2.0,
     "target_fpr": 0.05,
     "cv_reals": "groups",
+    "head_blocks": "joint",
 }
 
 
@@ -171,11 +172,14 @@ FIRST_GRID_RUN: dict[str, Any] = {
 }
 
 
+BALANCED = {"head_blocks": "balanced"}  # a later setting at its default: not in the hash
+
+
 @pytest.mark.parametrize(
     ("later", "key"),
     [
-        ({"head_fit": "sgd", "head_l2": None, "cv_reals": "sources"}, "580afae4"),
-        ({"head_fit": "lbfgs", "head_l2": 1, "cv_reals": "groups"}, "56cc2554"),
+        ({"head_fit": "sgd", "head_l2": None, "cv_reals": "sources", **BALANCED}, "580afae4"),
+        ({"head_fit": "lbfgs", "head_l2": 1, "cv_reals": "groups", **BALANCED}, "56cc2554"),
     ],
 )
 def test_a_known_run_keeps_its_canonical_form_and_hash(later: dict[str, Any], key: str) -> None:

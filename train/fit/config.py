@@ -27,6 +27,7 @@ Kind = Literal["setting", "run"]
 KEEP = ("best", "last")
 HEAD_FITS = ("sgd", "lbfgs")
 CV_REALS = ("sources", "groups")
+HEAD_BLOCKS = ("balanced", "joint")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,11 @@ class TrainConfig:
         help="lbfgs: the head's CV holds real photos out by whole source (sources, when the "
         "split names enough of them; else by photo) or by photo (groups); the out-of-fold "
         "reals also set the target_fpr threshold, so sources makes it one for unseen sources.",
+    )
+    head_blocks: str = setting(
+        "balanced",
+        help="lbfgs over a fused arch: balanced (each branch's penalty scaled by its width, so "
+        "every branch has the same say) or joint (one penalty over all features).",
     )
     workers: int = setting(2, help="DataLoader worker processes.", kind="run", grid=False)
     split: Path | None = setting(  # noqa: RUF009
@@ -232,4 +238,8 @@ def config_from_settings(recipe: str | None, settings: dict[str, Any], **run: An
         raise DataError(f"head_fit = {values['head_fit']!r}: use one of {', '.join(HEAD_FITS)}")
     if values.get("cv_reals", "sources") not in CV_REALS:
         raise DataError(f"cv_reals = {values['cv_reals']!r}: use one of {', '.join(CV_REALS)}")
+    if values.get("head_blocks", "balanced") not in HEAD_BLOCKS:
+        raise DataError(
+            f"head_blocks = {values['head_blocks']!r}: use one of {', '.join(HEAD_BLOCKS)}"
+        )
     return TrainConfig(**run, **values)

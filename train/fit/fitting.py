@@ -241,7 +241,14 @@ def fit_lbfgs(job: FitJob) -> None:
             yield loader
 
     head = fit_head(
-        model, passes(), device, train_set.samples, cfg.head_l2, console.print, cfg.cv_reals
+        model,
+        passes(),
+        device,
+        train_set.samples,
+        cfg.head_l2,
+        console.print,
+        cfg.cv_reals,
+        cfg.head_blocks,
     )
     fit = head.stats
     val = predict(model, make_loader(val_set, cfg.batch_size, cfg.workers, False, cfg.seed), device)

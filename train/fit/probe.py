@@ -316,11 +316,14 @@ def fit_head(
     l2: float | None = None,
     log: Callable[[str], None] = lambda _: None,
     cv_reals: str = "sources",
+    head_blocks: str = "balanced",
 ) -> HeadFit:
     """Collect the features of every pass, pick l2 (unless given), fit the head into ``model``.
 
     ``cv_reals`` (``sources`` or ``groups``) is how the CV holds real photos out; see
-    :func:`cv_sources`. What was used is ``stats["cv_reals"]``."""
+    :func:`cv_sources`. What was used is ``stats["cv_reals"]``. ``head_blocks`` ``balanced``
+    gives each of a fused backbone's branches the same say (:func:`block_penalty`), ``joint``
+    one penalty over all features."""
     linear = check_probe(model)
     feats, labels, indices = collect_features(model, passes, device)
     cv: dict[float, float] = {}
@@ -330,7 +333,7 @@ def fit_head(
     held_by = "sources" if sources is not None else "groups"
     oof = None
     blocks = model.backbone.feature_blocks
-    penalty = block_penalty(blocks)
+    penalty = block_penalty(blocks) if head_blocks == "balanced" else None
     if l2 is None:
         l2, cv, oof = choose_l2(feats, labels, folds, penalty=penalty)
     if oof is None:
@@ -364,6 +367,7 @@ def fit_head(
             "features": int(feats.shape[1]),
             "cv_reals": held_by,
             "feature_blocks": list(blocks),
+            "head_blocks": head_blocks if len(blocks) > 1 else "joint",
         },
         torch.sigmoid(oof[seen].double() * scale + shift).numpy(),
         labels[seen].numpy(),

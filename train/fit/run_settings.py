@@ -25,6 +25,7 @@ from ..models.registry import INPUTS, get_spec
 from .config import (
     CV_REALS,
     GRID_FIELDS,
+    HEAD_BLOCKS,
     HEAD_FITS,
     KEEP,
     augment_name,
@@ -73,6 +74,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "keep": KEEP,
     "head_fit": HEAD_FITS,
     "cv_reals": CV_REALS,
+    "head_blocks": HEAD_BLOCKS,
 }
 MINIMUM = {"size": 8, "epochs": 1, "batch_size": 1}  # integer settings; the others are ≥ 0
 NUMBER_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
