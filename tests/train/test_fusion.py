@@ -108,12 +108,7 @@ def test_a_checkpoint_round_trips(fused: torch.nn.Module, tmp_path: Path) -> Non
         (lambda: get_spec(f"fuse:{TIMM_VIT}"), "fusion needs two or more"),
         (lambda: get_spec(f"fuse:{TIMM_VIT},"), "fusion needs two or more"),
         (lambda: get_spec(f"fuse:{TIMM_CNN},{FUSED}"), "cannot hold another fused arch"),
-        (
-            lambda: get_spec(f"fuse:{TIMM_VIT},timm:vit_tiny_patch16_224"),
-            r"pretrained at different sides \[160, 224\]",
-        ),
         (lambda: create_model(FUSED, input="fft", size=SIZE), "takes spatial input, not fft"),
-        (lambda: create_model(FUSED, size=64), "takes 160×160 inputs"),
         (lambda: get_spec("fuse:timm:no_such_net,efficientnet_lite0"), "timm has no model"),
     ],
 )
@@ -121,6 +116,17 @@ def test_refusals_are_one_clear_line(call, message: str) -> None:
     with pytest.raises(ModelError, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_vits_pretrained_at_different_sides_fuse_at_the_runs_side() -> None:
+    arch = f"fuse:{TIMM_VIT},timm:vit_tiny_patch16_224"  # pretrained at 160 and 224
+    assert get_spec(arch).input_size is None  # no one side of its own: --size decides
+    model = create_model(arch, size=64).eval()
+    grids = [branch.pool.net.patch_embed.grid_size for branch in model.backbone.branches]
+    assert grids == [(4, 4), (4, 4)]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=gen)
+    assert model(x).shape == (2, 2)
 
 
 def test_a_branch_weights_file_is_refused(tmp_path: Path) -> None:

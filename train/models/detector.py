@@ -69,7 +69,8 @@ class StagedBackbone(nn.Module):
 
     @property
     def fixed_input(self) -> bool:
-        """Whether the network takes one input side only (a ViT's positional embedding)."""
+        """Whether the network takes one input side only, the one it was built for (a ViT's
+        position table; :meth:`ArchSpec.backbone` builds it for another)."""
         return self.layout == "nlc"
 
     def forward(self, x: Tensor) -> Tensor:

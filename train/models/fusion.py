@@ -12,8 +12,9 @@ concatenated and standardised once, together (a branch's own :class:`RunningStan
 not used), so the probe's exact head sees every branch on one scale; its penalty gives each
 branch the same say whatever its width (:func:`dfscan.train.fit.probe.block_penalty`).
 
-Branches must agree on the input side (a ViT takes only its own); fusion reads pixels only
-(each branch's normalisation is a pixel normalisation); nesting ``fuse:`` is refused.
+Branches read the run's input side (a ViT branch pretrained at another side is built for it,
+its position table resampled); fusion reads pixels only (each branch's normalisation is a
+pixel normalisation); nesting ``fuse:`` is refused.
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ def arch_spec(rest: str) -> ArchSpec:
     if nested:
         raise ModelError(f"fuse: cannot hold another fused arch ({nested[0]})")
     specs = [lookup(n) for n in names]
+    fixed = sorted({s.input_size for s in specs if s.input_size and s.build_at is None})
+    if len(fixed) > 1:
+        raise ModelError(f"fuse:{rest}: its branches take only their own, different sides {fixed}")
     sizes = sorted({s.input_size for s in specs if s.input_size})
-    if len(sizes) > 1:
-        raise ModelError(f"fuse:{rest}: its branches were pretrained at different sides {sizes}")
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(specs, weights),
@@ -101,19 +103,23 @@ def arch_spec(rest: str) -> ArchSpec:
         head_hidden=0,
         description="fused: " + " + ".join(s.description or s.name for s in specs),
         short="fuse-" + "+".join(s.short_name.replace(":", "-") for s in specs),
-        input_size=sizes[0] if sizes else None,
+        input_size=fixed[0] if fixed else sizes[0] if len(sizes) == 1 else None,
         inputs=("spatial",),
+        build_at=lambda weights, side: build(specs, weights, side),
     )
 
 
-def build(specs: Sequence[ArchSpec], weights: str | None) -> FusedBackbone:
+def build(specs: Sequence[ArchSpec], weights: str | None, side: int | None = None) -> FusedBackbone:
     """Every branch with ``weights`` (``imagenet``: each its own pretrained weights; None:
-    random, as when a fused checkpoint is loaded over them)."""
+    random, as when a fused checkpoint is loaded over them), for ``side``-pixel inputs if given
+    (a ViT branch pretrained at another side gets its position table resampled)."""
     if weights not in (None, "imagenet"):
         raise ModelError(
             f"a fused arch takes --weights imagenet, none or one of its own checkpoints, "
             f"not {weights}",
             hint="to start a branch from a file, train that branch alone",
         )
-    branches = [spec.build(weights) for spec in specs]
+    branches = [
+        spec.build(weights) if side is None else spec.backbone(weights, side) for spec in specs
+    ]
     return FusedBackbone(branches, [Normalize(spec.mean, spec.std) for spec in specs])

@@ -78,13 +78,7 @@ def create_model(
 
         state = read_state_dict(Path(w))
         checkpoint = state if is_dfscan_checkpoint(state) else None
-    backbone = spec.build(None if w == "none" or checkpoint is not None else w)
-    if backbone.fixed_input and spec.input_size and size != spec.input_size:
-        raise ModelError(  # else the library's own assertion, deep in the first forward
-            f"{name} takes {spec.input_size}×{spec.input_size} inputs (its positional "
-            f"embedding is fixed), not {size}×{size}",
-            hint=f"pass --size {spec.input_size}",
-        )
+    backbone = spec.backbone(None if w == "none" or checkpoint is not None else w, size)
     frontend = FFTFrontend(size) if input == "fft" else SpatialFrontend(spec.mean, spec.std)
     model = Detector(frontend, backbone, hidden=spec.head_hidden)
     if checkpoint is not None:

@@ -3,7 +3,10 @@
 The spec's mean, std and input size are timm's ``pretrained_cfg`` for the name; ``--weights
 imagenet`` fetches timm's pretrained weights through timm (Hugging Face Hub, cached), ``--weights
 PATH`` loads a state dict saved from the same timm model. CNNs are cut at their
-``feature_info`` levels, ViTs into embedding + four block groups (:mod:`._staging`).
+``feature_info`` levels, ViTs into embedding + four block groups (:mod:`._staging`). A ViT
+(its ``pretrained_cfg`` says ``fixed_input_size``) is built for the run's ``--size`` with
+``img_size``; its position table is resampled by timm's own checkpoint filter, for timm's
+weights and for a local file alike, so DINOv2 (pretrained at 518) probes at 224.
 
 ``+stats`` reads the frozen network at every stage (per-channel mean/std; for a ViT, over its
 patch tokens, plus the pooled embedding) like ``efficientnet_lite0_stats``. Library backbones
@@ -57,6 +60,11 @@ def arch_spec(rest: str) -> ArchSpec:
     if cfg and len(cfg.mean) == len(cfg.std) == 3:
         mean, std = cfg.mean, cfg.std
     label = "statistics of every stage" if stats else "pooled embedding"
+    native = cfg.input_size[-1] if cfg else None
+
+    def build_at(weights: str | None, side: int) -> StagedBackbone:
+        return build(name, weights, stats, None if side == native else side)
+
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(name, weights, stats),
@@ -66,29 +74,48 @@ def arch_spec(rest: str) -> ArchSpec:
         head_hidden=0,
         description=f"timm {name}, {label}",
         short=f"timm-{rest}",
-        input_size=cfg.input_size[-1] if cfg else None,
+        input_size=native,
+        build_at=build_at if cfg and cfg.fixed_input_size else None,
     )
 
 
-def create(name: str, weights: str | None) -> nn.Module:
-    """timm's network without its classifier, in eval mode, with ``weights``."""
+def create(name: str, weights: str | None, side: int | None = None) -> nn.Module:
+    """timm's network without its classifier, in eval mode, with ``weights``; built for
+    ``side``-pixel inputs when given (a ViT's ``img_size``)."""
     import timm
 
-    if weights == "imagenet":
-        try:
-            with quiet_hub_retries():
-                net = timm.create_model(name, pretrained=True, num_classes=0)
-        except Exception as exc:  # hub, HTTP and file errors of many types
-            raise ModelError(
-                f"could not fetch timm's pretrained weights for {name}: {first_line(exc)}",
-                hint="offline: pass --weights PATH (a state dict of this timm model), or run "
-                "once online so timm caches them (HF_HOME); HF_HUB_OFFLINE=1 fails fast",
+    pretrained = weights == "imagenet"
+    sized: dict[str, Any] = {"img_size": side} if side else {}
+    try:
+        with quiet_hub_retries():
+            net = timm.create_model(name, pretrained=pretrained, num_classes=0, **sized)
+    except Exception as exc:  # hub, HTTP and file errors of many types
+        if sized and isinstance(exc, TypeError) and "img_size" in str(exc):
+            raise ModelError(  # a model whose constructor takes no img_size
+                f"timm cannot build {name} for {side}×{side} inputs: {first_line(exc)}",
+                hint="pass its own --size",
             ) from exc
-    else:
-        net = timm.create_model(name, pretrained=False, num_classes=0)
-        if weights:
-            load_into(net, read_state_dict(Path(weights)), weights, optional=())
+        if not pretrained:
+            raise
+        raise ModelError(
+            f"could not fetch timm's pretrained weights for {name}: {first_line(exc)}",
+            hint="offline: pass --weights PATH (a state dict of this timm model), or run "
+            "once online so timm caches them (HF_HOME); HF_HUB_OFFLINE=1 fails fast",
+        ) from exc
+    if weights and not pretrained:
+        state = read_state_dict(Path(weights))
+        load_into(net, as_timm_loads(state, net) if side else state, weights, optional=())
     return net.eval()
+
+
+def as_timm_loads(state: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+    """``state`` through the checkpoint filter of ``net``'s timm module, as timm filters its own
+    pretrained weights: it resamples a ViT's position table to the grid ``net`` was built for."""
+    import importlib
+
+    module = importlib.import_module(type(net).__module__)
+    fit = getattr(module, "checkpoint_filter_fn", None)
+    return dict(fit(state, net)) if fit is not None else state
 
 
 @contextmanager
@@ -104,8 +131,8 @@ def quiet_hub_retries() -> Iterator[None]:
         hub_logger.setLevel(level)
 
 
-def build(name: str, weights: str | None, stats: bool) -> StagedBackbone:
-    net = create(name, weights)
+def build(name: str, weights: str | None, stats: bool, side: int | None = None) -> StagedBackbone:
+    net = create(name, weights, side)
     return cut(net, f"{PREFIX}{name}").backbone(stats)
 
 
