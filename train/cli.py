@@ -57,7 +57,8 @@ def architecture_table() -> Table:
     table.caption = (
         "+stats: the frozen backbone read at every stage (per-channel mean/std; a ViT's over its "
         "patch tokens, plus its embedding). Library backbones default to the probe (frozen, "
-        "linear head: head_fit lbfgs); --weights imagenet = the library's pretrained weights."
+        "linear head: head_fit lbfgs); --weights imagenet = the library's pretrained weights. "
+        "A ViT at another --size than its own gets its position table resampled by its library."
     )
     table.caption_justify = "left"
     return table
