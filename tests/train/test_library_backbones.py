@@ -175,6 +175,29 @@ def test_a_vit_at_another_side_gets_its_library_resampled_positions(tmp_path: Pa
     assert create_model(TIMM_CNN, size=64)(torch.zeros(1, 3, 64, 64)).shape == (1, 2)  # any
 
 
+def test_timms_pretrained_weights_at_another_side_are_resampled_by_timm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--weights imagenet`` offline: timm's own loader reads a local file as if fetched."""
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(6)
+    net = timm.create_model(TIMM_VIT.removeprefix("timm:"), num_classes=0)  # built for 160
+    torch.save(net.state_dict(), tmp_path / "fetched.pth")
+    library_create = timm.create_model
+
+    def from_file(*args: object, **kwargs: object) -> torch.nn.Module:
+        if kwargs.get("pretrained"):
+            kwargs["pretrained_cfg_overlay"] = {"file": str(tmp_path / "fetched.pth")}
+        return library_create(*args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", from_file)
+    at_64 = create_model(TIMM_VIT, weights="imagenet", size=64).backbone.pool.net
+    expected = resample_abs_pos_embed(net.pos_embed, new_size=(4, 4), num_prefix_tokens=1)
+    torch.testing.assert_close(at_64.pos_embed, expected, rtol=0, atol=0)
+    assert torch.equal(at_64.blocks[1].mlp.fc1.weight, net.blocks[1].mlp.fc1.weight)
+
+
 def test_an_open_clip_tower_at_another_side(tmp_path: Path, clip_arch: str) -> None:
     tower = create_model(clip_arch, size=TINY_CLIP_SIZE).backbone.pool.net
     torch.save(tower.state_dict(), tmp_path / "visual.pth")
