@@ -127,6 +127,8 @@ def test_vits_pretrained_at_different_sides_fuse_at_the_runs_side() -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=gen)
     assert model(x).shape == (2, 2)
+    cnns = create_model(f"fuse:{TIMM_CNN},timm:tf_efficientnet_lite2", size=64)  # 160 and 260
+    assert cnns(x).shape == (2, 2)  # CNNs take any side: nothing to refuse
 
 
 def test_a_branch_weights_file_is_refused(tmp_path: Path) -> None:

@@ -90,10 +90,10 @@ def arch_spec(rest: str) -> ArchSpec:
     if nested:
         raise ModelError(f"fuse: cannot hold another fused arch ({nested[0]})")
     specs = [lookup(n) for n in names]
-    fixed = sorted({s.input_size for s in specs if s.input_size and s.build_at is None})
-    if len(fixed) > 1:
-        raise ModelError(f"fuse:{rest}: its branches take only their own, different sides {fixed}")
-    sizes = sorted({s.input_size for s in specs if s.input_size})
+    sides = {s.input_size for s in specs if s.input_size}
+    pretrained_at = (
+        sides.pop() if len(sides) == 1 else None
+    )  # a branch refuses a side it can't take
     return ArchSpec(
         f"{PREFIX}{rest}",
         lambda weights: build(specs, weights),
@@ -103,7 +103,7 @@ def arch_spec(rest: str) -> ArchSpec:
         head_hidden=0,
         description="fused: " + " + ".join(s.description or s.name for s in specs),
         short="fuse-" + "+".join(s.short_name.replace(":", "-") for s in specs),
-        input_size=fixed[0] if fixed else sizes[0] if len(sizes) == 1 else None,
+        input_size=pretrained_at,
         inputs=("spatial",),
         build_at=lambda weights, side: build(specs, weights, side),
     )
